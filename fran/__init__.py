@@ -1,0 +1,22 @@
+"""fran: a neural-network library written from scratch on NumPy.
+
+Layers are frozen specs; params are pytrees of read-only arrays; init/apply/vjp are pure
+functions dispatched through `fran.registry`; training is a fold of `train_step` over batches.
+"""
+
+from fran import registry
+from fran.engine import apply, init, network, output_shape, vjp
+from fran.layers import conv2d, conv2d_transpose, dense, flatten, maxpooling, softmax
+from fran.losses import Loss, cross_entropy, mse
+from fran.model import Model, init_weights, summary
+from fran.optim import AdamState, Optimizer, SgdState, adam, sgd
+from fran.train import TrainingError, evaluate_nn, predict, train_nn, train_step
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdamState", "Loss", "Model", "Optimizer", "SgdState", "TrainingError", "adam", "apply",
+    "conv2d", "conv2d_transpose", "cross_entropy", "dense", "evaluate_nn", "flatten", "init",
+    "init_weights", "maxpooling", "mse", "network", "output_shape", "predict", "registry", "sgd",
+    "softmax", "summary", "train_nn", "train_step", "vjp",
+]

@@ -1,0 +1,13 @@
+"""The built-in layers. Importing this package registers them, exactly as a plugin registers its own."""
+
+from fran.layers.activations import ACTIVATIONS, register_activation
+from fran.layers.conv2d import conv2d
+from fran.layers.conv2d_transpose import conv2d_transpose
+from fran.layers.dense import dense
+from fran.layers.flatten import flatten
+from fran.layers.maxpooling import maxpooling
+from fran.layers.softmax import softmax
+
+__all__ = [
+    "ACTIVATIONS", "conv2d", "conv2d_transpose", "dense", "flatten", "maxpooling", "register_activation", "softmax",
+]

@@ -1,0 +1,41 @@
+"""Small attrs validators shared by the layer specs: errors name the layer, the field and the value."""
+
+from __future__ import annotations
+
+import numbers
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def positive_int(instance, attribute, value) -> None:
+    if not _is_int(value) or value < 1:
+        raise ValueError(
+            f"{type(instance).__name__}: {attribute.name} must be an integer >= 1, got {value!r}"
+        )
+
+
+def non_negative_int(instance, attribute, value) -> None:
+    if not _is_int(value) or value < 0:
+        raise ValueError(
+            f"{type(instance).__name__}: {attribute.name} must be an integer >= 0, got {value!r}"
+        )
+
+
+def optional_positive_int(instance, attribute, value) -> None:
+    if value is not None:
+        positive_int(instance, attribute, value)
+
+
+def one_of(table, what: str):
+    """Validator: the value is a key of `table` (looked up at call time, so tables can grow)."""
+
+    def check(instance, attribute, value) -> None:
+        if not isinstance(value, str) or value not in table:
+            raise ValueError(
+                f"{type(instance).__name__}: unknown {what} {value!r} for {attribute.name}; "
+                f"known: {', '.join(sorted(table))}"
+            )
+
+    return check

@@ -1,0 +1,88 @@
+"""2-D convolution (cross-correlation, as torch.nn.functional.conv2d) followed by an activation.
+
+forward: z[n,o] = b[o] + sum_{c,i,j} w[o,c,i,j] x_pad[n,c, s*r+i, s*q+j];  y = act(z)
+as matrices: cols = im2col(x) (C*k*k, N*OH*OW);  Z = W2 @ cols + b,  W2 = w.reshape(O, C*k*k)
+vjp: dZ = act'(z) * dy;  dw = dZ @ cols.T;  db = dZ.sum(cols);  dx = col2im(W2.T @ dZ)
+(the input gradient is a transposed convolution of dy, which is conv2d_transpose's forward).
+Layout: x (N, C, H, W), w (O, C, k, k) (OIHW), b (O,); OH = floor((H + 2p - k) / s) + 1.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from fran import registry
+from fran.layers import _init
+from fran.layers._im2col import batch_first, channels_first, col2im, conv_out, im2col
+from fran.layers._validators import non_negative_int, one_of, positive_int
+from fran.layers.activations import ACTIVATIONS
+
+
+@attrs.frozen
+class conv2d:
+    k: int = attrs.field(validator=positive_int)
+    channels: int = attrs.field(validator=positive_int)
+    stride: int = attrs.field(default=1, validator=positive_int)
+    padding: int = attrs.field(default=0, validator=non_negative_int)
+    activation: str = attrs.field(default="identity", validator=one_of(ACTIVATIONS, "activation"))
+    weight_init: str | None = attrs.field(default=None, validator=_init.valid_scheme)
+
+
+def output_shape(spec, shape):
+    C, H, W = _image_shape(spec, shape)
+    OH, OW = conv_out(H, spec.k, spec.stride, spec.padding), conv_out(W, spec.k, spec.stride, spec.padding)
+    if OH < 1 or OW < 1:
+        raise ValueError(
+            f"{spec!r}: input of height x width {H} x {W} is smaller than the {spec.k} x {spec.k} "
+            f"kernel with padding {spec.padding}"
+        )
+    return (spec.channels, OH, OW)
+
+
+def _image_shape(spec, shape):
+    if len(shape) != 3:
+        raise ValueError(f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}")
+    return shape
+
+
+def init(spec, shape, rng):
+    C, _, _ = _image_shape(spec, shape)
+    k2 = spec.k * spec.k
+    w = _init.draw(spec, (spec.channels, C, spec.k, spec.k), C * k2, spec.channels * k2, rng)
+    return {"w": w, "b": np.zeros(spec.channels)}
+
+
+def _forward(spec, params, x):
+    N, C, H, W = x.shape
+    O = spec.channels
+    OH, OW = conv_out(H, spec.k, spec.stride, spec.padding), conv_out(W, spec.k, spec.stride, spec.padding)
+    cols = im2col(x, spec.k, spec.stride, spec.padding)
+    z = params["w"].reshape(O, -1) @ cols
+    z += params["b"].reshape(O, 1)
+    return cols, z, (N, C, H, W, OH, OW)
+
+
+def apply(spec, params, x):
+    _, z, (N, _, _, _, OH, OW) = _forward(spec, params, x)
+    return batch_first(ACTIVATIONS[spec.activation].f(z), N, OH, OW)
+
+
+def vjp(spec, params, x):
+    act = ACTIVATIONS[spec.activation]
+    cols, z, (N, C, H, W, OH, OW) = _forward(spec, params, x)
+    y = act.f(z)
+    k, s, p = spec.k, spec.stride, spec.padding
+
+    def pullback(dy):
+        dz = act.vjp(z, y, channels_first(dy))
+        w2 = params["w"].reshape(spec.channels, -1)
+        dw = (dz @ cols.T).reshape(params["w"].shape)
+        dx = col2im(w2.T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
+        dx = dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
+        return {"w": dw, "b": dz.sum(axis=1)}, dx
+
+    return batch_first(y, N, OH, OW), pullback
+
+
+registry.register("conv2d", conv2d, output_shape=output_shape, init=init, apply=apply, vjp=vjp)

@@ -1,0 +1,58 @@
+"""Fully connected layer: z = x @ w + b, y = act(z).
+
+vjp: dz = act'(z) * dy;  dw = x.T @ dz;  db = dz.sum(0);  dx = dz @ w.T
+Layout: x (N, n_in), w (n_in, n_out), b (n_out,).
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from fran import registry
+from fran.layers import _init
+from fran.layers._validators import one_of, positive_int
+from fran.layers.activations import ACTIVATIONS
+
+
+@attrs.frozen
+class dense:
+    n_out: int = attrs.field(validator=positive_int)
+    activation: str = attrs.field(default="identity", validator=one_of(ACTIVATIONS, "activation"))
+    weight_init: str | None = attrs.field(default=None, validator=_init.valid_scheme)
+
+
+def output_shape(spec, shape):
+    if len(shape) != 1:
+        raise ValueError(
+            f"{spec!r}: expects a vector sample (n_in,), got shape {tuple(shape)}; "
+            f"put flatten() before it"
+        )
+    return (spec.n_out,)
+
+
+def init(spec, shape, rng):
+    (n_in,) = shape
+    return {"w": _init.draw(spec, (n_in, spec.n_out), n_in, spec.n_out, rng), "b": np.zeros(spec.n_out)}
+
+
+def apply(spec, params, x):
+    z = x @ params["w"]
+    z += params["b"]
+    return ACTIVATIONS[spec.activation].f(z)
+
+
+def vjp(spec, params, x):
+    act = ACTIVATIONS[spec.activation]
+    z = x @ params["w"]
+    z += params["b"]
+    y = act.f(z)
+
+    def pullback(dy):
+        dz = act.vjp(z, y, dy)
+        return {"w": x.T @ dz, "b": dz.sum(axis=0)}, dz @ params["w"].T
+
+    return y, pullback
+
+
+registry.register("dense", dense, output_shape=output_shape, init=init, apply=apply, vjp=vjp)

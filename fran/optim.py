@@ -1,0 +1,108 @@
+"""Optimizers as pure pairs, in the manner of Optax: `init(params) -> state` and
+`update(grads, state, params) -> (new_params, new_state)`. State is a NamedTuple of params-shaped
+trees; every call builds new arrays (read-only, like params) and mutates nothing.
+
+sgd (torch's convention): v <- momentum v + g;  p <- p - lr v   (v = g when momentum = 0).
+adam (Kingma & Ba, as torch.optim.Adam): m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+    p <- p - lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from fran.tree import freeze, tree_map, tree_zeros_like
+
+
+class Optimizer(NamedTuple):
+    name: str
+    init: Callable[[Any], Any]
+    update: Callable[[Any, Any, Any], tuple[Any, Any]]
+
+
+class SgdState(NamedTuple):
+    velocity: Any  # params-shaped; stays zero when momentum == 0
+
+
+class AdamState(NamedTuple):
+    count: int  # steps taken, a Python int: immutable and exact
+    mu: Any
+    nu: Any
+
+
+STATES = {"SgdState": SgdState, "AdamState": AdamState}  # for loading saved states by name
+
+
+def _positive(name, value, what):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
+        raise ValueError(f"{name}: {what} must be a number > 0, got {value!r}")
+
+
+def _fraction(name, value, what):
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+        raise ValueError(f"{name}: {what} must be in [0, 1), got {value!r}")
+
+
+def sgd(lr: float, momentum: float = 0.0) -> Optimizer:
+    """Stochastic gradient descent with optional (heavy-ball) momentum.
+
+    Args:
+        lr: learning rate (> 0).
+        momentum: in [0, 1); 0 is plain SGD.
+    Returns:
+        An Optimizer whose state is SgdState(velocity).
+    """
+    _positive("sgd", lr, "lr")
+    _fraction("sgd", momentum, "momentum")
+
+    def init(params):
+        return SgdState(freeze(tree_zeros_like(params)))
+
+    def update(grads, state, params):
+        if momentum == 0:
+            new = tree_map(lambda p, g: p - lr * g, params, grads)
+            return freeze(new), state
+        velocity = freeze(tree_map(lambda v, g: momentum * v + g, state.velocity, grads))
+        new = tree_map(lambda p, v: p - lr * v, params, velocity)
+        return freeze(new), SgdState(velocity)
+
+    return Optimizer(f"sgd(lr={lr}, momentum={momentum})", init, update)
+
+
+def adam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+    """Adam with bias correction, step for step as torch.optim.Adam (no weight decay).
+
+    Args:
+        lr: learning rate (> 0).
+        b1, b2: decay rates of the first and second moment estimates, in [0, 1).
+        eps: added to the denominator (> 0).
+    Returns:
+        An Optimizer whose state is AdamState(count, mu, nu).
+    """
+    _positive("adam", lr, "lr")
+    _fraction("adam", b1, "b1")
+    _fraction("adam", b2, "b2")
+    _positive("adam", eps, "eps")
+
+    def init(params):
+        return AdamState(0, freeze(tree_zeros_like(params)), freeze(tree_zeros_like(params)))
+
+    def update(grads, state, params):
+        t = state.count + 1
+        mu = freeze(tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads))
+        nu = freeze(tree_map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads))
+        step = lr / (1 - b1**t)
+        root_c2 = (1 - b2**t) ** -0.5
+
+        def move(p, m, v):
+            denom = np.sqrt(v)
+            denom *= root_c2  # denom is a fresh temporary
+            denom += eps
+            return p - step * m / denom
+
+        return freeze(tree_map(move, params, mu, nu)), AdamState(t, mu, nu)
+
+    return Optimizer(f"adam(lr={lr}, b1={b1}, b2={b2}, eps={eps})", init, update)

@@ -1,0 +1,137 @@
+"""The layer registry: every layer kind, built-in or plugin, is five pure callables.
+
+The contract (the same for built-ins and plugins):
+
+    spec_cls                      a frozen, hashable attrs class holding hyperparameters only
+    output_shape(spec, shape)     -> per-sample output shape (no batch axis)
+    init(spec, shape, rng)        -> params: a dict of NumPy arrays ({} for no params)
+    apply(spec, params, x)        -> y, for a batch x (NCHW for images)
+    vjp(spec, params, x)          -> (y, pullback), pullback(gy) -> (gparams, gx)
+
+`gparams` has the same keys and shapes as `params`; nothing is mutated in place.
+
+Built-ins register in code when `fran.layers` is imported. Other distributions declare an entry
+point in the group ``fran.layers`` whose value is their spec class, e.g. in pyproject.toml
+
+    [project.entry-points."fran.layers"]
+    avgpooling = "fran_avgpool:avgpooling"
+
+Loading it imports the module, which calls `register(...)` exactly as the built-ins do. Entry
+points are queried once, lazily; `names()` lists them without importing anything; `get(name)`
+loads only the one it needs. A plugin that fails to load fails alone, with its name.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+GROUP = "fran.layers"
+
+
+class RegistryError(LookupError):
+    """A layer name or spec type the registry cannot resolve, or a broken plugin."""
+
+
+class LayerRules(NamedTuple):
+    name: str
+    spec_cls: type
+    output_shape: Callable[[Any, tuple], tuple]
+    init: Callable[..., dict]
+    apply: Callable[..., Any]
+    vjp: Callable[..., tuple]
+
+
+_BY_NAME: dict[str, LayerRules] = {}
+_BY_TYPE: dict[type, LayerRules] = {}
+
+
+def register(name: str, spec_cls: type | None = None, *, output_shape, init, apply, vjp):
+    """Register a layer kind under `name`; usable as a class decorator when spec_cls is omitted."""
+    if spec_cls is None:
+        return lambda cls: register(
+            name, cls, output_shape=output_shape, init=init, apply=apply, vjp=vjp
+        )
+    for rule_name, rule in (("output_shape", output_shape), ("init", init), ("apply", apply)):
+        if not callable(rule):
+            raise TypeError(f"register({name!r}): {rule_name} must be callable, got {rule!r}")
+    if not callable(vjp):
+        raise TypeError(f"register({name!r}): vjp must be callable, got {vjp!r}")
+    old = _BY_NAME.get(name)
+    if old is not None and old.spec_cls is not spec_cls:
+        raise RegistryError(
+            f"layer name {name!r} is already registered to {_qualname(old.spec_cls)}; "
+            f"cannot register it again for {_qualname(spec_cls)}"
+        )
+    if spec_cls in _BY_TYPE and _BY_TYPE[spec_cls].name != name:
+        raise RegistryError(
+            f"{_qualname(spec_cls)} is already registered as {_BY_TYPE[spec_cls].name!r}"
+        )
+    rules = LayerRules(name, spec_cls, output_shape, init, apply, vjp)
+    _BY_NAME[name] = rules
+    _BY_TYPE[spec_cls] = rules
+    return spec_cls
+
+
+def _entry_points() -> tuple:
+    """The installed entry points of group `fran.layers` (tests monkeypatch this function)."""
+    if os.environ.get("FRAN_DISABLE_PLUGIN_AUTOLOAD"):
+        return ()
+    return tuple(importlib.metadata.entry_points(group=GROUP))
+
+
+@functools.cache
+def _plugins() -> dict:
+    eps: dict = {}
+    for ep in _entry_points():
+        eps.setdefault(ep.name, ep)
+    return eps
+
+
+def names() -> list[str]:
+    """Built-in and registered names plus installed plugins' names, without loading any plugin."""
+    return sorted(set(_BY_NAME) | set(_plugins()))
+
+
+def get(name: str) -> type:
+    """The spec class registered as `name`, loading its plugin on first use."""
+    if name in _BY_NAME:
+        return _BY_NAME[name].spec_cls
+    ep = _plugins().get(name)
+    if ep is None:
+        raise RegistryError(f"unknown layer {name!r}; known layers: {', '.join(names())}")
+    dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+    where = f"layer plugin {ep.name!r} ({ep.value}, from {dist})"
+    try:
+        loaded = ep.load()
+    except Exception as exc:
+        raise RegistryError(f"{where} failed to load: {type(exc).__name__}: {exc}") from exc
+    rules = _BY_NAME.get(name)
+    if rules is None:
+        raise RegistryError(
+            f"{where} loaded but did not call fran.registry.register({name!r}, ...)"
+        )
+    if loaded is not rules.spec_cls:
+        raise RegistryError(
+            f"{where} points at {loaded!r}, but {name!r} is registered to "
+            f"{_qualname(rules.spec_cls)}"
+        )
+    return rules.spec_cls
+
+
+def rules_for(spec) -> LayerRules:
+    """The rules for a spec, dispatched on its exact type (a subclass does not inherit rules)."""
+    rules = _BY_TYPE.get(type(spec))
+    if rules is None:
+        raise RegistryError(
+            f"{spec!r} is not a registered layer spec (type {_qualname(type(spec))}); "
+            f"register it with fran.registry.register(name, cls, ...)"
+        )
+    return rules
+
+
+def _qualname(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

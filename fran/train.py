@@ -1,0 +1,261 @@
+"""Training as an explicit fold: `train_nn` is `scan(train_step, model, minibatches)`.
+
+train_step is pure: one batch in, a new Model (params, optimizer state, step counter) and the loss
+out. The optimizer state and counters travel inside the Model, so calling train_nn once per epoch
+continues Adam's moments; the shuffle of epoch e is drawn from default_rng([seed, e]).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator
+
+import attrs
+import numpy as np
+
+from fran import engine
+from fran.layers.softmax import softmax
+from fran.losses import Loss, cross_entropy, get_loss, mse
+from fran.model import Model
+from fran.optim import Optimizer, adam
+
+
+class TrainingError(FloatingPointError):
+    """The loss became NaN or inf; `.model` is the last good model (before the failing batch)."""
+
+    def __init__(self, message: str, model: Model):
+        super().__init__(message)
+        self.model = model
+
+
+def _check_model(fn: str, model) -> Model:
+    if isinstance(model, Model):
+        return model
+    if isinstance(model, engine.network):
+        raise ValueError(
+            f"{fn}: the model has no weights yet; call model = init_weights(model, m_in, n_in) first"
+        )
+    raise TypeError(f"{fn}: model must be a fran Model from init_weights, got {type(model).__name__}")
+
+
+def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
+    """X as (N, *model.input_shape) in the model's dtype; (N, m, n) gains its channel axis."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"{fn}: X must hold numbers, got dtype {X.dtype}")
+    want = model.input_shape
+    if X.ndim < 1 or X.shape[0] == 0:
+        raise ValueError(f"{fn}: X is empty (shape {X.shape}); expected (N, {', '.join(map(str, want))})")
+    sample = X.shape[1:]
+    if sample != want:
+        image_without_channel = len(want) == 3 and want[0] == 1 and sample == want[1:]
+        flat = len(want) == 1 and math.prod(sample) == want[0] and len(sample) > 1
+        if not (image_without_channel or flat):
+            raise ValueError(
+                f"{fn}: X has samples of shape {sample} but the model was initialised for "
+                f"{want} (X shape {X.shape})"
+            )
+        X = X.reshape((X.shape[0], *want))
+    X = X.astype(model.dtype, copy=False)
+    if not np.isfinite(X).all():
+        bad = int(np.count_nonzero(~np.isfinite(X)))
+        raise ValueError(f"{fn}: X contains {bad} non-finite values (NaN or inf)")
+    return X
+
+
+def _default_loss(model: Model, loss) -> Loss:
+    if loss is None:
+        return cross_entropy if isinstance(model.spec.layers[-1], softmax) else mse
+    return get_loss(loss)
+
+
+def _output_shape(model: Model) -> tuple:
+    return engine.output_shape(model.spec, model.input_shape)
+
+
+def prepare_targets(fn: str, model: Model, loss: Loss, y, n: int) -> np.ndarray:
+    """Validate targets: int labels (N,) or one-hot (N, K) for cross_entropy; outputs' shape for mse."""
+    y = np.asarray(y)
+    out = _output_shape(model)
+    if y.ndim == 0 or y.shape[0] != n:
+        raise ValueError(f"{fn}: y has {y.shape[0] if y.ndim else 0} rows but X has {n} samples")
+    if loss.on_logits:
+        (k,) = out
+        if y.ndim == 1:
+            if y.dtype.kind not in "iu":
+                raise TypeError(f"{fn}: integer class labels expected in y, got dtype {y.dtype}")
+            if y.min() < 0 or y.max() >= k:
+                raise ValueError(
+                    f"{fn}: labels must lie in [0, {k}) for {k} outputs, got min {y.min()} max {y.max()}"
+                )
+            return y.astype(np.intp, copy=False)
+        if y.shape[1:] != (k,):
+            raise ValueError(f"{fn}: one-hot y must have shape ({n}, {k}), got {y.shape}")
+    else:
+        if y.shape[1:] != out:
+            if math.prod(y.shape[1:]) != math.prod(out):
+                raise ValueError(f"{fn}: y has samples of shape {y.shape[1:]}, outputs are {out}")
+            y = y.reshape((n, *out))
+    y = y.astype(model.dtype, copy=False)
+    if not np.isfinite(y).all():
+        raise ValueError(f"{fn}: y contains non-finite values")
+    return y
+
+
+def _check_batch_size(fn: str, batch_size, n: int) -> None:
+    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"{fn}: batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+def _split_softmax(spec: engine.network, loss: Loss):
+    """The layers the loss sees: all but a final softmax when the loss fuses with it."""
+    layers = spec.layers
+    if loss.on_logits and isinstance(layers[-1], softmax):
+        return layers[:-1], True
+    return layers, False
+
+
+def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[Model, float]:
+    """One optimizer step on one batch: (model, (x, target)) -> (new model, loss value).
+
+    Args:
+        optimizer: an Optimizer such as adam(1e-3).
+        loss: a Loss; cross_entropy fuses with a final softmax (trained on the logits).
+        model: a Model whose opt_state matches the optimizer (see train_nn).
+        batch: (x, target) with x shaped (B, *model.input_shape).
+    Returns:
+        The model after the step, its step counter advanced, and the batch's mean loss.
+    """
+    x, target = batch
+    layers, fused = _split_softmax(model.spec, loss)
+    params = model.params[: len(layers)]
+    y, pullback = engine.serial_vjp(layers, params, x)
+    value, dy = loss.fn(y, target)
+    grads, _ = pullback(dy)
+    if fused:
+        grads = (*grads, {})
+    params, opt_state = optimizer.update(grads, model.opt_state, model.params)
+    spec = attrs.evolve(model.spec, step=model.spec.step + 1)
+    return attrs.evolve(model, spec=spec, params=params, opt_state=opt_state), value
+
+
+def scan(step: Callable, carry, xs):
+    """lax.scan in a few lines: fold `step(carry, x) -> (carry, y)` over xs, collecting the ys."""
+    ys = []
+    for x in xs:
+        carry, y = step(carry, x)
+        ys.append(y)
+    return carry, ys
+
+
+def minibatches(X, y, batch_size: int, rng: np.random.Generator) -> Iterator[tuple]:
+    """Shuffled (x, y) batches; the last one may be smaller (as torch's drop_last=False)."""
+    order = rng.permutation(len(X))
+    for start in range(0, len(X), batch_size):
+        idx = order[start : start + batch_size]
+        yield X[idx], y[idx]
+
+
+def _opt_state_for(optimizer: Optimizer, model: Model):
+    fresh = optimizer.init(model.params)
+    if model.opt_state is not None and type(model.opt_state) is type(fresh):
+        return model.opt_state
+    return fresh  # first epoch, or a different kind of optimizer: start from its fresh state
+
+
+def train_nn(model: Model, X, y, *, optimizer: Optimizer = adam(1e-3), batch_size: int = 64,
+             loss=None, seed: int | None = None, on_batch: Callable | None = None) -> Model:
+    """Train for one epoch: a fold of train_step over shuffled mini-batches.
+
+    Args:
+        model: an initialised Model (from init_weights or a previous train_nn).
+        X: inputs (N, m, n) or (N, channels, m, n) (or (N, features) for an MLP).
+        y: integer labels (N,) or one-hot (N, K) for classifiers; target outputs for mse
+            (for an autoencoder, the images themselves).
+        optimizer: sgd(...) or adam(...); its state travels inside the model across epochs.
+        batch_size: samples per step; a batch larger than the data is the whole data.
+        loss: None (cross_entropy after a final softmax, else mse), a Loss or its name.
+        seed: the shuffle seed; None uses the model's seed. Epoch e shuffles with [seed, e].
+        on_batch: called as on_batch(batch_index, loss_value) after each step (progress bars).
+    Returns:
+        The new model, its epoch counter advanced by one.
+    Raises:
+        TrainingError: the loss became NaN or inf; it names the epoch and batch and carries
+            the last good model as `.model`.
+    """
+    fn = "train_nn"
+    model = _check_model(fn, model)
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"{fn}: optimizer must be fran.sgd(...) or fran.adam(...), got {optimizer!r}")
+    loss = _default_loss(model, loss)
+    X = prepare_inputs(fn, model, X)
+    y = prepare_targets(fn, model, loss, y, len(X))
+    _check_batch_size(fn, batch_size, len(X))
+    seed = model.seed if seed is None else seed
+    epoch = model.epoch
+    model = attrs.evolve(model, opt_state=_opt_state_for(optimizer, model))
+    rng = np.random.default_rng([seed, epoch])
+    step = functools.partial(train_step, optimizer, loss)
+
+    def checked_step(carry, batch):
+        index, good = carry
+        new, value = step(good, batch)
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"train_nn: the loss became {value} at epoch {epoch}, batch {index} "
+                f"(step {good.step}); the last good model is attached as .model",
+                good,
+            )
+        if on_batch is not None:
+            on_batch(index, value)
+        return (index + 1, new), value
+
+    (_, model), _ = scan(checked_step, (0, model), minibatches(X, y, batch_size, rng))
+    return attrs.evolve(model, spec=attrs.evolve(model.spec, epoch=epoch + 1))
+
+
+def _batched(fn, X, batch_size):
+    return np.concatenate([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
+
+
+def predict(model: Model, X, *, batch_size: int = 500) -> np.ndarray:
+    """The network's outputs for X, computed in batches."""
+    model = _check_model("predict", model)
+    X = prepare_inputs("predict", model, X)
+    _check_batch_size("predict", batch_size, len(X))
+    return _batched(lambda x: engine.apply(model.spec, model.params, x), X, batch_size)
+
+
+def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict:
+    """Mean loss over (X, y) and, for classifiers, accuracy as a fraction in [0, 1].
+
+    Args:
+        model: an initialised Model.
+        X, y: as for train_nn.
+        batch_size: samples per forward pass (memory only; results do not depend on it).
+        loss: as for train_nn.
+    Returns:
+        {"loss": float, "accuracy": float (classifiers only), "n": number of samples}.
+    """
+    fn = "evaluate_nn"
+    model = _check_model(fn, model)
+    loss = _default_loss(model, loss)
+    X = prepare_inputs(fn, model, X)
+    y = prepare_targets(fn, model, loss, y, len(X))
+    _check_batch_size(fn, batch_size, len(X))
+    layers, _ = _split_softmax(model.spec, loss)
+    body = engine.network(layers)
+    out = _batched(lambda x: engine.apply(body, model.params[: len(layers)], x), X, batch_size)
+    value, _ = loss.fn(out, y)
+    result = {"loss": value, "n": len(X)}
+    if loss.on_logits or isinstance(model.spec.layers[-1], softmax):
+        labels = y if y.ndim == 1 else y.argmax(axis=1)
+        result["accuracy"] = float((out.argmax(axis=1) == labels).mean())
+    return result
+
+
+__all__ = [
+    "TrainingError", "cross_entropy", "evaluate_nn", "minibatches", "mse", "predict", "scan",
+    "train_nn", "train_step",
+]
