@@ -6,6 +6,7 @@ functions dispatched through `fran.registry`; training is a fold of `train_step`
 
 from fran import registry
 from fran.engine import apply, init, network, output_shape, vjp
+from fran.io import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from fran.layers import conv2d, conv2d_transpose, dense, flatten, maxpooling, softmax
 from fran.losses import Loss, cross_entropy, mse
 from fran.model import Model, init_weights, summary
@@ -15,8 +16,9 @@ from fran.train import TrainingError, evaluate_nn, predict, train_nn, train_step
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdamState", "Loss", "Model", "Optimizer", "SgdState", "TrainingError", "adam", "apply",
-    "conv2d", "conv2d_transpose", "cross_entropy", "dense", "evaluate_nn", "flatten", "init",
-    "init_weights", "maxpooling", "mse", "network", "output_shape", "predict", "registry", "sgd",
-    "softmax", "summary", "train_nn", "train_step", "vjp",
+    "AdamState", "CheckpointError", "Loss", "Model", "Optimizer", "SgdState", "TrainingError",
+    "adam", "apply", "conv2d", "conv2d_transpose", "cross_entropy", "dense", "evaluate_nn",
+    "flatten", "init", "init_weights", "load", "load_checkpoint", "maxpooling", "mse", "network",
+    "output_shape", "predict", "registry", "save", "save_checkpoint", "sgd", "softmax", "summary",
+    "train_nn", "train_step", "vjp",
 ]

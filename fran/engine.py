@@ -111,19 +111,26 @@ def _net_apply(spec, params, x):
     return x
 
 
-def serial_vjp(layers, params, x):
-    """vjp of a sequence of layers: forward fold collecting pullbacks, backward fold over them."""
+def serial_vjp(layers, params, x, *, input_grad: bool = True):
+    """vjp of a sequence of layers: forward fold collecting pullbacks, backward fold over them.
+
+    With input_grad=False the pullback returns gx=None and lets a first layer registered with
+    skips_input_grad skip computing it (training never needs the gradient of the data).
+    """
     pullbacks = []
     for layer, p in zip(layers, params, strict=True):
         x, pb = registry.rules_for(layer).vjp(layer, p, x)
         pullbacks.append(pb)
+    first_skips = not input_grad and registry.rules_for(layers[0]).skips_input_grad
 
     def pullback(gy):
         grads = []
-        for pb in reversed(pullbacks):
-            g, gy = pb(gy)
+        for i in range(len(pullbacks) - 1, -1, -1):
+            g, gy = (
+                pullbacks[i](gy, input_grad=False) if i == 0 and first_skips else pullbacks[i](gy)
+            )
             grads.append(g)
-        return tuple(reversed(grads)), gy
+        return tuple(reversed(grads)), (gy if input_grad else None)
 
     return x, pullback
 
@@ -133,6 +140,10 @@ def _net_vjp(spec, params, x):
 
 
 registry.register(
-    "network", network,
-    output_shape=_net_output_shape, init=_net_init, apply=_net_apply, vjp=_net_vjp,
+    "network",
+    network,
+    output_shape=_net_output_shape,
+    init=_net_init,
+    apply=_net_apply,
+    vjp=_net_vjp,
 )

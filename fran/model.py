@@ -71,8 +71,16 @@ def _input_shape(spec: network, m_in: int, n_in: int, channels: int) -> tuple:
         return vector
 
 
-def init_weights(model, m_in: int, n_in: int, channels: int = 1, *, scheme: str | None = None,
-                 seed: int = 0, dtype=np.float32) -> Model:
+def init_weights(
+    model,
+    m_in: int,
+    n_in: int,
+    channels: int = 1,
+    *,
+    scheme: str | None = None,
+    seed: int = 0,
+    dtype=np.float32,
+) -> Model:
     """A new, initialised Model for inputs of `channels` x m_in x n_in.
 
     Args:
@@ -122,7 +130,9 @@ def summary(model: Model) -> str:
     shapes = engine._shapes(model.spec, model.input_shape)[1:]
     rows = [("#", "layer", "output shape", "params")]
     total = 0
-    for i, (layer, shape, p) in enumerate(zip(model.spec.layers, shapes, model.params, strict=True)):
+    for i, (layer, shape, p) in enumerate(
+        zip(model.spec.layers, shapes, model.params, strict=True)
+    ):
         n = sum(a.size for a in p.values())
         total += n
         rows.append((str(i), repr(layer), str(shape), f"{n:,}"))

@@ -10,6 +10,11 @@ The contract (the same for built-ins and plugins):
 
 `gparams` has the same keys and shapes as `params`; nothing is mutated in place.
 
+One optional extra: a layer whose pullback also accepts `pullback(gy, input_grad=False)`, and
+then returns (gparams, None) without computing gx, registers with `skips_input_grad=True`.
+A network asks this of its first layer while training, since the gradient with respect to the
+data is never used (for a first convolution it is the most expensive part of the backward pass).
+
 Built-ins register in code when `fran.layers` is imported. Other distributions declare an entry
 point in the group ``fran.layers`` whose value is their spec class, e.g. in pyproject.toml
 
@@ -43,17 +48,33 @@ class LayerRules(NamedTuple):
     init: Callable[..., dict]
     apply: Callable[..., Any]
     vjp: Callable[..., tuple]
+    skips_input_grad: bool = False
 
 
 _BY_NAME: dict[str, LayerRules] = {}
 _BY_TYPE: dict[type, LayerRules] = {}
 
 
-def register(name: str, spec_cls: type | None = None, *, output_shape, init, apply, vjp):
+def register(
+    name: str,
+    spec_cls: type | None = None,
+    *,
+    output_shape,
+    init,
+    apply,
+    vjp,
+    skips_input_grad: bool = False,
+):
     """Register a layer kind under `name`; usable as a class decorator when spec_cls is omitted."""
     if spec_cls is None:
         return lambda cls: register(
-            name, cls, output_shape=output_shape, init=init, apply=apply, vjp=vjp
+            name,
+            cls,
+            output_shape=output_shape,
+            init=init,
+            apply=apply,
+            vjp=vjp,
+            skips_input_grad=skips_input_grad,
         )
     for rule_name, rule in (("output_shape", output_shape), ("init", init), ("apply", apply)):
         if not callable(rule):
@@ -70,7 +91,7 @@ def register(name: str, spec_cls: type | None = None, *, output_shape, init, app
         raise RegistryError(
             f"{_qualname(spec_cls)} is already registered as {_BY_TYPE[spec_cls].name!r}"
         )
-    rules = LayerRules(name, spec_cls, output_shape, init, apply, vjp)
+    rules = LayerRules(name, spec_cls, output_shape, init, apply, vjp, bool(skips_input_grad))
     _BY_NAME[name] = rules
     _BY_TYPE[spec_cls] = rules
     return spec_cls

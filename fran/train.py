@@ -36,7 +36,9 @@ def _check_model(fn: str, model) -> Model:
         raise ValueError(
             f"{fn}: the model has no weights yet; call model = init_weights(model, m_in, n_in) first"
         )
-    raise TypeError(f"{fn}: model must be a fran Model from init_weights, got {type(model).__name__}")
+    raise TypeError(
+        f"{fn}: model must be a fran Model from init_weights, got {type(model).__name__}"
+    )
 
 
 def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
@@ -46,7 +48,9 @@ def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
         raise TypeError(f"{fn}: X must hold numbers, got dtype {X.dtype}")
     want = model.input_shape
     if X.ndim < 1 or X.shape[0] == 0:
-        raise ValueError(f"{fn}: X is empty (shape {X.shape}); expected (N, {', '.join(map(str, want))})")
+        raise ValueError(
+            f"{fn}: X is empty (shape {X.shape}); expected (N, {', '.join(map(str, want))})"
+        )
     sample = X.shape[1:]
     if sample != want:
         image_without_channel = len(want) == 3 and want[0] == 1 and sample == want[1:]
@@ -104,7 +108,11 @@ def prepare_targets(fn: str, model: Model, loss: Loss, y, n: int) -> np.ndarray:
 
 
 def _check_batch_size(fn: str, batch_size, n: int) -> None:
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
+    if (
+        not isinstance(batch_size, (int, np.integer))
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
         raise ValueError(f"{fn}: batch_size must be an integer >= 1, got {batch_size!r}")
 
 
@@ -130,7 +138,7 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
     x, target = batch
     layers, fused = _split_softmax(model.spec, loss)
     params = model.params[: len(layers)]
-    y, pullback = engine.serial_vjp(layers, params, x)
+    y, pullback = engine.serial_vjp(layers, params, x, input_grad=False)
     value, dy = loss.fn(y, target)
     grads, _ = pullback(dy)
     if fused:
@@ -164,8 +172,17 @@ def _opt_state_for(optimizer: Optimizer, model: Model):
     return fresh  # first epoch, or a different kind of optimizer: start from its fresh state
 
 
-def train_nn(model: Model, X, y, *, optimizer: Optimizer = adam(1e-3), batch_size: int = 64,
-             loss=None, seed: int | None = None, on_batch: Callable | None = None) -> Model:
+def train_nn(
+    model: Model,
+    X,
+    y,
+    *,
+    optimizer: Optimizer = adam(1e-3),
+    batch_size: int = 64,
+    loss=None,
+    seed: int | None = None,
+    on_batch: Callable | None = None,
+) -> Model:
     """Train for one epoch: a fold of train_step over shuffled mini-batches.
 
     Args:
@@ -187,7 +204,9 @@ def train_nn(model: Model, X, y, *, optimizer: Optimizer = adam(1e-3), batch_siz
     fn = "train_nn"
     model = _check_model(fn, model)
     if not isinstance(optimizer, Optimizer):
-        raise TypeError(f"{fn}: optimizer must be fran.sgd(...) or fran.adam(...), got {optimizer!r}")
+        raise TypeError(
+            f"{fn}: optimizer must be fran.sgd(...) or fran.adam(...), got {optimizer!r}"
+        )
     loss = _default_loss(model, loss)
     X = prepare_inputs(fn, model, X)
     y = prepare_targets(fn, model, loss, y, len(X))
@@ -256,6 +275,13 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
 
 
 __all__ = [
-    "TrainingError", "cross_entropy", "evaluate_nn", "minibatches", "mse", "predict", "scan",
-    "train_nn", "train_step",
+    "TrainingError",
+    "cross_entropy",
+    "evaluate_nn",
+    "minibatches",
+    "mse",
+    "predict",
+    "scan",
+    "train_nn",
+    "train_step",
 ]

@@ -21,12 +21,18 @@ def tree_map(f: Callable, tree, *rest, path: str = ""):
     if isinstance(tree, dict):
         for other in rest:
             if not isinstance(other, dict) or other.keys() != tree.keys():
-                raise ValueError(f"tree structure differs at {path or 'root'}: {_desc(tree, other)}")
-        return {k: tree_map(f, v, *(o[k] for o in rest), path=f"{path}[{k!r}]") for k, v in tree.items()}
+                raise ValueError(
+                    f"tree structure differs at {path or 'root'}: {_desc(tree, other)}"
+                )
+        return {
+            k: tree_map(f, v, *(o[k] for o in rest), path=f"{path}[{k!r}]") for k, v in tree.items()
+        }
     if isinstance(tree, (tuple, list)):
         for other in rest:
             if type(other) is not type(tree) or len(other) != len(tree):
-                raise ValueError(f"tree structure differs at {path or 'root'}: {_desc(tree, other)}")
+                raise ValueError(
+                    f"tree structure differs at {path or 'root'}: {_desc(tree, other)}"
+                )
         children = [
             tree_map(f, v, *(o[i] for o in rest), path=f"{path}[{i}]") for i, v in enumerate(tree)
         ]

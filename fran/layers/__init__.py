@@ -9,5 +9,12 @@ from fran.layers.maxpooling import maxpooling
 from fran.layers.softmax import softmax
 
 __all__ = [
-    "ACTIVATIONS", "conv2d", "conv2d_transpose", "dense", "flatten", "maxpooling", "register_activation", "softmax",
+    "ACTIVATIONS",
+    "conv2d",
+    "conv2d_transpose",
+    "dense",
+    "flatten",
+    "maxpooling",
+    "register_activation",
+    "softmax",
 ]

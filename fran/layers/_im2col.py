@@ -35,8 +35,9 @@ def im2col(x: np.ndarray, k: int, stride: int, padding: int = 0) -> np.ndarray:
     return win.transpose(1, 4, 5, 0, 2, 3).reshape(C * k * k, N * OH * OW)
 
 
-def col2im(cols: np.ndarray, C: int, N: int, OH: int, OW: int, k: int, stride: int,
-           H: int, W: int) -> np.ndarray:
+def col2im(
+    cols: np.ndarray, C: int, N: int, OH: int, OW: int, k: int, stride: int, H: int, W: int
+) -> np.ndarray:
     """Adjoint of im2col without padding: cols (C*k*k, N*OH*OW) -> (C, N, H, W), summing overlaps.
 
     The loop runs over the k*k kernel offsets only; each step adds one strided slab of the whole
@@ -59,3 +60,11 @@ def channels_first(x: np.ndarray) -> np.ndarray:
 def batch_first(y2: np.ndarray, N: int, H: int, W: int) -> np.ndarray:
     """The matrix (C, N*H*W) -> an NCHW view (N, C, H, W) of the same memory."""
     return y2.reshape(-1, N, H, W).transpose(1, 0, 2, 3)
+
+
+def zeros_in_layout_of(a: np.ndarray, dtype) -> np.ndarray:
+    """Zeros shaped like `a` whose memory order follows a's strides (a lazily zeroed np.zeros;
+    np.zeros_like would write every byte). Adding an array laid out like `a` into it then streams."""
+    order = sorted(range(a.ndim), key=lambda i: -abs(a.strides[i]))
+    buf = np.zeros([a.shape[i] for i in order], dtype=dtype)
+    return buf.transpose(np.argsort(order))

@@ -18,12 +18,19 @@ def _std(scheme: str, fan_in: int, fan_out: int) -> float:
 
 
 SCHEMES = (
-    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal",
-    "lecun_uniform", "lecun_normal", "torch",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "lecun_uniform",
+    "lecun_normal",
+    "torch",
 )
 ALIASES = {
-    "xavier_uniform": "glorot_uniform", "xavier_normal": "glorot_normal",
-    "kaiming_uniform": "he_uniform", "kaiming_normal": "he_normal",
+    "xavier_uniform": "glorot_uniform",
+    "xavier_normal": "glorot_normal",
+    "kaiming_uniform": "he_uniform",
+    "kaiming_normal": "he_normal",
 }
 DEFAULT_FOR_ACTIVATION = {"relu": "he_normal"}  # everything else: glorot_uniform
 

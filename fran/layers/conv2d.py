@@ -31,7 +31,10 @@ class conv2d:
 
 def output_shape(spec, shape):
     C, H, W = _image_shape(spec, shape)
-    OH, OW = conv_out(H, spec.k, spec.stride, spec.padding), conv_out(W, spec.k, spec.stride, spec.padding)
+    OH, OW = (
+        conv_out(H, spec.k, spec.stride, spec.padding),
+        conv_out(W, spec.k, spec.stride, spec.padding),
+    )
     if OH < 1 or OW < 1:
         raise ValueError(
             f"{spec!r}: input of height x width {H} x {W} is smaller than the {spec.k} x {spec.k} "
@@ -42,7 +45,9 @@ def output_shape(spec, shape):
 
 def _image_shape(spec, shape):
     if len(shape) != 3:
-        raise ValueError(f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}")
+        raise ValueError(
+            f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}"
+        )
     return shape
 
 
@@ -56,7 +61,10 @@ def init(spec, shape, rng):
 def _forward(spec, params, x):
     N, C, H, W = x.shape
     O = spec.channels
-    OH, OW = conv_out(H, spec.k, spec.stride, spec.padding), conv_out(W, spec.k, spec.stride, spec.padding)
+    OH, OW = (
+        conv_out(H, spec.k, spec.stride, spec.padding),
+        conv_out(W, spec.k, spec.stride, spec.padding),
+    )
     cols = im2col(x, spec.k, spec.stride, spec.padding)
     z = params["w"].reshape(O, -1) @ cols
     z += params["b"].reshape(O, 1)
@@ -74,15 +82,24 @@ def vjp(spec, params, x):
     y = act.f(z)
     k, s, p = spec.k, spec.stride, spec.padding
 
-    def pullback(dy):
+    def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, channels_first(dy))
+        grads = {"w": (dz @ cols.T).reshape(params["w"].shape), "b": dz.sum(axis=1)}
+        if not input_grad:
+            return grads, None
         w2 = params["w"].reshape(spec.channels, -1)
-        dw = (dz @ cols.T).reshape(params["w"].shape)
         dx = col2im(w2.T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
-        dx = dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
-        return {"w": dw, "b": dz.sum(axis=1)}, dx
+        return grads, dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
 
     return batch_first(y, N, OH, OW), pullback
 
 
-registry.register("conv2d", conv2d, output_shape=output_shape, init=init, apply=apply, vjp=vjp)
+registry.register(
+    "conv2d",
+    conv2d,
+    output_shape=output_shape,
+    init=init,
+    apply=apply,
+    vjp=vjp,
+    skips_input_grad=True,
+)

@@ -11,6 +11,8 @@ out = (H - 1) s - 2p + k.
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import numpy as np
 
@@ -37,7 +39,9 @@ def _out(spec, size):
 
 def output_shape(spec, shape):
     if len(shape) != 3:
-        raise ValueError(f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}")
+        raise ValueError(
+            f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}"
+        )
     _, H, W = shape
     if _out(spec, H) < 1 or _out(spec, W) < 1:
         raise ValueError(f"{spec!r}: padding {spec.padding} crops away the whole {H} x {W} output")
@@ -46,7 +50,7 @@ def output_shape(spec, shape):
 
 def init(spec, shape, rng):
     C = shape[0]
-    taps = -(-spec.k // spec.stride) ** 2  # inputs reaching one output pixel per channel
+    taps = math.ceil(spec.k / spec.stride) ** 2  # inputs reaching one output pixel per channel
     w = _init.draw(spec, (C, spec.channels, spec.k, spec.k), C * taps, spec.channels * taps, rng)
     return {"w": w, "b": np.zeros(spec.channels)}
 
@@ -70,20 +74,24 @@ def vjp(spec, params, x):
     z = _forward(spec, params, x)
     y = act.f(z)
     N, C, H, W = x.shape
-    O = spec.channels
 
-    def pullback(dy):
+    def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, dy.transpose(1, 0, 2, 3))  # (O, N, OH, OW)
         dcols = im2col(dz.transpose(1, 0, 2, 3), spec.k, spec.stride, spec.padding)
         w2 = params["w"].reshape(C, -1)
         dw = (channels_first(x) @ dcols.T).reshape(params["w"].shape)
-        dx = batch_first(w2 @ dcols, N, H, W)
-        return {"w": dw, "b": dz.sum(axis=(1, 2, 3))}, dx
+        grads = {"w": dw, "b": dz.sum(axis=(1, 2, 3))}
+        return grads, (batch_first(w2 @ dcols, N, H, W) if input_grad else None)
 
     return y.transpose(1, 0, 2, 3), pullback
 
 
 registry.register(
-    "conv2d_transpose", conv2d_transpose,
-    output_shape=output_shape, init=init, apply=apply, vjp=vjp,
+    "conv2d_transpose",
+    conv2d_transpose,
+    output_shape=output_shape,
+    init=init,
+    apply=apply,
+    vjp=vjp,
+    skips_input_grad=True,
 )

@@ -33,7 +33,10 @@ def output_shape(spec, shape):
 
 def init(spec, shape, rng):
     (n_in,) = shape
-    return {"w": _init.draw(spec, (n_in, spec.n_out), n_in, spec.n_out, rng), "b": np.zeros(spec.n_out)}
+    return {
+        "w": _init.draw(spec, (n_in, spec.n_out), n_in, spec.n_out, rng),
+        "b": np.zeros(spec.n_out),
+    }
 
 
 def apply(spec, params, x):
@@ -48,11 +51,20 @@ def vjp(spec, params, x):
     z += params["b"]
     y = act.f(z)
 
-    def pullback(dy):
+    def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, dy)
-        return {"w": x.T @ dz, "b": dz.sum(axis=0)}, dz @ params["w"].T
+        grads = {"w": x.T @ dz, "b": dz.sum(axis=0)}
+        return grads, (dz @ params["w"].T if input_grad else None)
 
     return y, pullback
 
 
-registry.register("dense", dense, output_shape=output_shape, init=init, apply=apply, vjp=vjp)
+registry.register(
+    "dense",
+    dense,
+    output_shape=output_shape,
+    init=init,
+    apply=apply,
+    vjp=vjp,
+    skips_input_grad=True,
+)

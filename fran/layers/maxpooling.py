@@ -1,10 +1,16 @@
 """Max pooling over k x k windows with a stride (default k); floor mode, so ragged edges drop.
 
 forward: y[n,c,r,q] = max_{i,j < k} x[n,c, s*r+i, s*q+j]
-vjp: dx[n,c, s*r+i, s*q+j] += dy[n,c,r,q] where (i, j) is the window's first argmax
-(ties go to the first maximum in row-major order, as in torch; overlapping windows accumulate).
-Params: {}. The loops below run over the k*k offsets of a window, each step touching the whole
-batch through a strided view, so no Python loop ever visits a sample or a pixel.
+vjp: dx[n,c, s*r+i, s*q+j] += dy[n,c,r,q] at the window's first argmax (i, j) in row-major order,
+as torch does; overlapping windows (s < k) accumulate.
+Params: {}.
+
+The max is separable: first over the k columns of each window (a row pass giving
+a[n,c,h,q] = max_j x[n,c,h, s*q+j]), then over its k rows (y[n,c,r,q] = max_i a[n,c, s*r+i, q]).
+That takes 2(k-1) elementwise maxima over strided views of the whole batch instead of k*k - 1,
+and never loops over samples or pixels. Keeping the first j in the row pass and then the first i
+in the column pass picks exactly the row-major first argmax. The pullback runs the two passes
+backwards, routing each gradient to the winning row, then to the winning column.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import attrs
 import numpy as np
 
 from fran import registry
-from fran.layers._im2col import conv_out
+from fran.layers._im2col import conv_out, zeros_in_layout_of
 from fran.layers._validators import optional_positive_int, positive_int
 
 
@@ -29,7 +35,9 @@ class maxpooling:
 
 def output_shape(spec, shape):
     if len(shape) != 3:
-        raise ValueError(f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}")
+        raise ValueError(
+            f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}"
+        )
     C, H, W = shape
     if H < spec.k or W < spec.k:
         raise ValueError(f"{spec!r}: input of height x width {H} x {W} is smaller than the window")
@@ -40,42 +48,65 @@ def init(spec, shape, rng):
     return {}
 
 
-def _offsets(spec, x):
-    """The k*k strided views x[:, :, i::s, j::s] cut to the output size, one per window offset."""
-    _, _, H, W = x.shape
-    k, s = spec.k, spec.s
-    OH, OW = conv_out(H, k, s), conv_out(W, k, s)
-    return [x[:, :, i : i + s * OH : s, j : j + s * OW : s] for i in range(k) for j in range(k)]
+def _offset(x, axis, i, s, n):
+    """The strided view x[..., i : i + s*n : s, ...] along `axis`: offset i of every window."""
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(i, i + s * n, s)
+    return x[tuple(index)]
+
+
+def _pass(x, axis, k, s, n, with_arg):
+    """Max over the k window offsets along `axis` (n outputs), plus, if asked, one boolean mask
+    per offset marking where that offset is the FIRST maximum (a later tie never wins)."""
+    best = _offset(x, axis, 0, s, n)
+    for i in range(1, k):
+        best = np.maximum(best, _offset(x, axis, i, s, n))
+    if k == 1:
+        best = best.copy()
+    if not with_arg:
+        return best, None
+    masks, taken = [], None
+    for i in range(k):
+        hit = _offset(x, axis, i, s, n) == best
+        if taken is not None:
+            hit &= ~taken  # hit is a fresh array of ours
+        taken = hit if taken is None else taken | hit
+        masks.append(hit)
+    return best, masks
+
+
+def _unpass(g, masks, like, axis, k, s):
+    """Adjoint of _pass: route g to each window's winning offset, summing overlapping windows.
+
+    The result is laid out in memory like `like` (the pass's input), so the adds stream."""
+    out = zeros_in_layout_of(like, g.dtype)
+    n = g.shape[axis]
+    for i in range(k):
+        _offset(out, axis, i, s, n)[...] += g * masks[i]  # a view into our fresh buffer
+    return out
 
 
 def apply(spec, params, x):
-    views = _offsets(spec, x)
-    y = views[0]
-    for v in views[1:]:
-        y = np.maximum(y, v)
-    return y if len(views) > 1 else y.copy()
+    _, _, H, W = x.shape
+    OH, OW = conv_out(H, spec.k, spec.s), conv_out(W, spec.k, spec.s)
+    rows, _ = _pass(x, 3, spec.k, spec.s, OW, False)
+    return _pass(rows, 2, spec.k, spec.s, OH, False)[0]
 
 
 def vjp(spec, params, x):
-    views = _offsets(spec, x)
-    y, arg = views[0], np.zeros(views[0].shape, dtype=np.int8 if len(views) < 128 else np.int32)
-    for p, v in enumerate(views[1:], start=1):
-        better = v > y  # strict: an equal later value does not steal the first maximum
-        y = np.maximum(y, v)
-        np.copyto(arg, p, where=better)  # arg is our own fresh buffer
-    if len(views) == 1:
-        y = y.copy()
+    _, _, H, W = x.shape
+    k, s = spec.k, spec.s
+    OH, OW = conv_out(H, k, s), conv_out(W, k, s)
+    rows, win_j = _pass(x, 3, k, s, OW, True)
+    y, win_i = _pass(rows, 2, k, s, OH, True)
 
     def pullback(dy):
-        dx = np.zeros(x.shape, dtype=dy.dtype)
-        k, s = spec.k, spec.s
-        _, _, OH, OW = dy.shape
-        for p in range(k * k):
-            i, j = divmod(p, k)
-            dx[:, :, i : i + s * OH : s, j : j + s * OW : s] += np.where(arg == p, dy, 0)
-        return {}, dx
+        drows = _unpass(dy, win_i, rows, 2, k, s)
+        return {}, _unpass(drows, win_j, x, 3, k, s)
 
     return y, pullback
 
 
-registry.register("maxpooling", maxpooling, output_shape=output_shape, init=init, apply=apply, vjp=vjp)
+registry.register(
+    "maxpooling", maxpooling, output_shape=output_shape, init=init, apply=apply, vjp=vjp
+)

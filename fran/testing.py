@@ -1,0 +1,133 @@
+"""Conformance checks for layers, reusable by plugin authors (needs only NumPy, attrs and fran).
+
+A layer passes `check_layer` when, on the batch you give it, in float64:
+  1. apply's output has shape (N, *output_shape(spec, x.shape[1:])) and x's dtype;
+  2. vjp's primal output equals apply's;
+  3. the pullback agrees with central finite differences along one random direction:
+     <dx, vx> + <dparams, vp>  ~=  (f(+eps) - f(-eps)) / (2 eps),  f(t) = <dy, apply(p + t vp, x + t vx)>;
+  4. nothing is written in place (x, params and dy are read-only while the layer runs);
+  5. dparams has exactly params' tree structure and shapes, and dx has x's shape.
+
+Pick x and params away from kinks (relu at 0, maxpooling ties), or the finite differences lie:
+
+    from fran.testing import check_init, check_layer
+    params = check_init(my_layer(3), (2, 8, 8), dtype=np.float64)
+    check_layer(my_layer(3), params, rng.normal(size=(4, 2, 8, 8)), rng=0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fran import engine
+from fran.tree import freeze, tree_items, tree_map, tree_vdot
+
+_READ_ONLY_HINT = "(read-only input written in place?)"
+
+
+def _frozen_copy(tree):
+    """A float64, read-only deep copy of a tree (the caller's arrays are left alone)."""
+    return freeze(tree_map(lambda a: np.array(a, dtype=np.float64), tree))
+
+
+def _call(what: str, spec, fn, *args):
+    """fn(*args), turning NumPy's read-only write error into an assertion naming the layer."""
+    try:
+        return fn(*args)
+    except ValueError as exc:
+        if "read-only" in str(exc):
+            raise AssertionError(f"{spec!r}: {what} writes into an input {_READ_ONLY_HINT}: {exc}")
+        raise
+
+
+def _structure(tree) -> list[tuple[str, tuple]]:
+    return [(path, np.shape(leaf)) for path, leaf in tree_items(tree)]
+
+
+def check_layer(spec, params, x, *, rng, eps: float = 1e-6, rtol: float = 1e-6,
+                atol: float | None = None) -> None:
+    """Assert that a layer's rules are consistent, pure and correctly differentiated at (params, x).
+
+    Args:
+        spec: a registered layer spec.
+        params: its params (any dtype; checked in a float64 copy).
+        x: a batch (N, *sample_shape) away from the layer's kinks.
+        rng: a numpy Generator or int seed for dy and the random direction.
+        eps: the finite-difference step.
+        rtol: relative tolerance of the directional-derivative comparison.
+        atol: absolute tolerance; None means the round-off floor of the central difference,
+            16 * float64 eps * sum|dy * y| / eps.
+    Raises:
+        AssertionError: naming the spec, the shapes and the failed property.
+    """
+    rng = engine.as_generator(rng)
+    x0, p0 = np.array(x, dtype=np.float64), _frozen_copy(params)
+    x, params = freeze(x0.copy()), _frozen_copy(p0)
+    where = f"{spec!r} on x of shape {x.shape}"
+
+    y = _call("apply", spec, engine.apply, spec, params, x)
+    want = (x.shape[0], *engine.output_shape(spec, x.shape[1:]))
+    assert y.shape == want, f"{where}: apply gave shape {y.shape}, output_shape says {want}"
+    assert y.dtype == x.dtype, f"{where}: apply turned {x.dtype} into {y.dtype}"
+
+    y2, pullback = _call("vjp", spec, engine.vjp, spec, params, x)
+    assert np.shape(y2) == y.shape, f"{where}: vjp gave shape {np.shape(y2)}, apply {y.shape}"
+    np.testing.assert_allclose(y2, y, rtol=1e-12, atol=1e-12, err_msg=f"{where}: vjp(...)[0] != apply")
+
+    dy = freeze(rng.standard_normal(y.shape))
+    gparams, gx = _call("pullback", spec, pullback, dy)
+    assert np.shape(gx) == x.shape, f"{where}: dx has shape {np.shape(gx)}, x has {x.shape}"
+    assert _structure(gparams) == _structure(params), (
+        f"{where}: dparams {_structure(gparams)} differs from params {_structure(params)}"
+    )
+
+    vx = rng.standard_normal(x.shape)
+    vp = tree_map(lambda a: rng.standard_normal(a.shape), params)
+    analytic = float(np.vdot(gx, vx)) + tree_vdot(gparams, vp)
+
+    def f(t: float) -> float:
+        moved = tree_map(lambda a, v: a + t * v, params, vp)
+        return float(np.vdot(dy, engine.apply(spec, moved, x + t * vx)))
+
+    numeric = (f(eps) - f(-eps)) / (2 * eps)
+    if atol is None:
+        atol = 16 * np.finfo(np.float64).eps * float(np.abs(dy * y).sum()) / eps
+    tol = atol + rtol * max(abs(analytic), abs(numeric))
+    assert abs(analytic - numeric) <= tol, (
+        f"{where}, params {_structure(params)}: vjp gives directional derivative {analytic!r}, "
+        f"finite differences {numeric!r} (|diff| {abs(analytic - numeric):.3g} > tol {tol:.3g})"
+    )
+
+    assert np.array_equal(x, x0), f"{where}: x changed during the checks"
+    for (path, a), (_, b) in zip(tree_items(params), tree_items(p0), strict=True):
+        assert np.array_equal(a, b), f"{where}: params[{path}] changed during the checks"
+
+
+def check_init(spec, shape, *, rng=0, dtype=np.float32):
+    """Assert that init gives read-only `dtype` arrays, reproducibly, and return the params.
+
+    Also checks that output_shape is a tuple of positive ints matching apply on a zero batch.
+
+    Args:
+        spec: a registered layer spec.
+        shape: a per-sample input shape (no batch axis) the spec accepts.
+        rng: an int seed (the same seed must give the same params).
+        dtype: the params' dtype to request.
+    Returns:
+        The params.
+    """
+    params = engine.init(spec, shape, rng, dtype=dtype)
+    again = engine.init(spec, shape, rng, dtype=dtype)
+    where = f"{spec!r} on samples of shape {tuple(shape)}"
+    for (path, a), (_, b) in zip(tree_items(params), tree_items(again), strict=True):
+        assert isinstance(a, np.ndarray), f"{where}: params[{path}] is {type(a).__name__}"
+        assert a.dtype == np.dtype(dtype), f"{where}: params[{path}] is {a.dtype}, not {dtype}"
+        assert not a.flags.writeable, f"{where}: params[{path}] is writeable"
+        assert np.array_equal(a, b), f"{where}: params[{path}] differs between two inits"
+    out = engine.output_shape(spec, shape)
+    assert isinstance(out, tuple) and all(
+        isinstance(n, (int, np.integer)) and n >= 1 for n in out
+    ), f"{where}: output_shape gave {out!r}"
+    y = engine.apply(spec, params, np.zeros((2, *shape), dtype=dtype))
+    assert y.shape == (2, *out), f"{where}: apply gave {y.shape}, output_shape says (2, *{out})"
+    return params
