@@ -6,7 +6,8 @@ A layer passes `check_layer` when, on the batch you give it, in float64:
   3. the pullback agrees with central finite differences along one random direction:
      <dx, vx> + <dparams, vp>  ~=  (f(+eps) - f(-eps)) / (2 eps),  f(t) = <dy, apply(p + t vp, x + t vx)>;
   4. nothing is written in place (x, params and dy are read-only while the layer runs);
-  5. dparams has exactly params' tree structure and shapes, and dx has x's shape.
+  5. dparams has exactly params' tree structure and shapes, and dx has x's shape;
+  6. if registered with skips_input_grad, pullback(dy, input_grad=False) gives (dparams, None).
 
 Pick x and params away from kinks (relu at 0, maxpooling ties), or the finite differences lie:
 
@@ -19,10 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fran import engine
+from fran import engine, registry
 from fran.tree import freeze, tree_items, tree_map, tree_vdot
-
-_READ_ONLY_HINT = "(read-only input written in place?)"
 
 
 def _frozen_copy(tree):
@@ -36,7 +35,7 @@ def _call(what: str, spec, fn, *args):
         return fn(*args)
     except ValueError as exc:
         if "read-only" in str(exc):
-            raise AssertionError(f"{spec!r}: {what} writes into an input {_READ_ONLY_HINT}: {exc}")
+            raise AssertionError(f"{spec!r}: {what} writes into a read-only input: {exc}") from exc
         raise
 
 
@@ -44,8 +43,9 @@ def _structure(tree) -> list[tuple[str, tuple]]:
     return [(path, np.shape(leaf)) for path, leaf in tree_items(tree)]
 
 
-def check_layer(spec, params, x, *, rng, eps: float = 1e-6, rtol: float = 1e-6,
-                atol: float | None = None) -> None:
+def check_layer(
+    spec, params, x, *, rng, eps: float = 1e-6, rtol: float = 1e-6, atol: float | None = None
+) -> None:
     """Assert that a layer's rules are consistent, pure and correctly differentiated at (params, x).
 
     Args:
@@ -72,7 +72,9 @@ def check_layer(spec, params, x, *, rng, eps: float = 1e-6, rtol: float = 1e-6,
 
     y2, pullback = _call("vjp", spec, engine.vjp, spec, params, x)
     assert np.shape(y2) == y.shape, f"{where}: vjp gave shape {np.shape(y2)}, apply {y.shape}"
-    np.testing.assert_allclose(y2, y, rtol=1e-12, atol=1e-12, err_msg=f"{where}: vjp(...)[0] != apply")
+    np.testing.assert_allclose(
+        y2, y, rtol=1e-12, atol=1e-12, err_msg=f"{where}: vjp(...)[0] != apply"
+    )
 
     dy = freeze(rng.standard_normal(y.shape))
     gparams, gx = _call("pullback", spec, pullback, dy)
@@ -80,6 +82,12 @@ def check_layer(spec, params, x, *, rng, eps: float = 1e-6, rtol: float = 1e-6,
     assert _structure(gparams) == _structure(params), (
         f"{where}: dparams {_structure(gparams)} differs from params {_structure(params)}"
     )
+
+    if registry.rules_for(spec).skips_input_grad:
+        g2, gx2 = _call("pullback", spec, lambda: pullback(dy, input_grad=False))
+        assert gx2 is None, f"{where}: pullback(dy, input_grad=False) returned a dx"
+        for (path, a), (_, b) in zip(tree_items(g2), tree_items(gparams), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=f"{where}: {path}")
 
     vx = rng.standard_normal(x.shape)
     vp = tree_map(lambda a: rng.standard_normal(a.shape), params)

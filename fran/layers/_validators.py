@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numbers
 
+import attrs
+
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -39,3 +41,14 @@ def one_of(table, what: str):
             )
 
     return check
+
+
+def compact_repr(self) -> str:
+    """`name(field=value, ...)` listing only the fields that differ from their defaults, so a spec
+    prints the way it was written: conv2d(k=5, channels=6, activation='tanh')."""
+    shown = []
+    for field in attrs.fields(type(self)):
+        value = getattr(self, field.name)
+        if field.default is attrs.NOTHING or value != field.default:
+            shown.append(f"{field.name}={value!r}")
+    return f"{type(self).__name__}({', '.join(shown)})"

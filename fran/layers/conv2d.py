@@ -15,12 +15,15 @@ import numpy as np
 from fran import registry
 from fran.layers import _init
 from fran.layers._im2col import batch_first, channels_first, col2im, conv_out, im2col
-from fran.layers._validators import non_negative_int, one_of, positive_int
+from fran.layers._validators import compact_repr, non_negative_int, one_of, positive_int
 from fran.layers.activations import ACTIVATIONS
 
 
 @attrs.frozen
 class conv2d:
+    """A k x k convolution to `channels` feature maps (zero padding, stride), then `activation`."""
+
+    __repr__ = compact_repr
     k: int = attrs.field(validator=positive_int)
     channels: int = attrs.field(validator=positive_int)
     stride: int = attrs.field(default=1, validator=positive_int)

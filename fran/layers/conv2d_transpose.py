@@ -19,12 +19,15 @@ import numpy as np
 from fran import registry
 from fran.layers import _init
 from fran.layers._im2col import batch_first, channels_first, col2im, im2col
-from fran.layers._validators import non_negative_int, one_of, positive_int
+from fran.layers._validators import compact_repr, non_negative_int, one_of, positive_int
 from fran.layers.activations import ACTIVATIONS
 
 
 @attrs.frozen
 class conv2d_transpose:
+    """A k x k transposed convolution to `channels` feature maps, then `activation`."""
+
+    __repr__ = compact_repr
     k: int = attrs.field(validator=positive_int)
     channels: int = attrs.field(validator=positive_int)
     stride: int = attrs.field(default=1, validator=positive_int)

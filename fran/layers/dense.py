@@ -11,12 +11,15 @@ import numpy as np
 
 from fran import registry
 from fran.layers import _init
-from fran.layers._validators import one_of, positive_int
+from fran.layers._validators import compact_repr, one_of, positive_int
 from fran.layers.activations import ACTIVATIONS
 
 
 @attrs.frozen
 class dense:
+    """A fully connected layer: act(x @ w + b) on (N, n_in) inputs."""
+
+    __repr__ = compact_repr
     n_out: int = attrs.field(validator=positive_int)
     activation: str = attrs.field(default="identity", validator=one_of(ACTIVATIONS, "activation"))
     weight_init: str | None = attrs.field(default=None, validator=_init.valid_scheme)

@@ -20,11 +20,14 @@ import numpy as np
 
 from fran import registry
 from fran.layers._im2col import conv_out, zeros_in_layout_of
-from fran.layers._validators import optional_positive_int, positive_int
+from fran.layers._validators import compact_repr, optional_positive_int, positive_int
 
 
 @attrs.frozen
 class maxpooling:
+    """Max over k x k windows moved by `stride` (None: k); floor mode."""
+
+    __repr__ = compact_repr
     k: int = attrs.field(validator=positive_int)
     stride: int | None = attrs.field(default=None, validator=optional_positive_int)
 
