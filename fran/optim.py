@@ -106,3 +106,20 @@ def adam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         return freeze(tree_map(move, params, mu, nu)), AdamState(t, mu, nu)
 
     return Optimizer(f"adam(lr={lr}, b1={b1}, b2={b2}, eps={eps})", init, update)
+
+
+OPTIMIZERS = {"adam": adam, "sgd": sgd}
+
+
+def get_optimizer(optimizer) -> Optimizer:
+    """An Optimizer from an Optimizer or a name ("adam" = adam(), "sgd" = sgd(lr=0.01))."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if optimizer == "adam":
+        return adam()
+    if optimizer == "sgd":
+        return sgd(0.01)
+    raise ValueError(
+        f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)} "
+        f"(or an Optimizer such as fran.adam(1e-3))"
+    )

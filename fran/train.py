@@ -18,7 +18,7 @@ from fran import engine
 from fran.layers.softmax import softmax
 from fran.losses import Loss, cross_entropy, get_loss, mse
 from fran.model import Model
-from fran.optim import Optimizer, adam
+from fran.optim import Optimizer, adam, get_optimizer
 
 
 class TrainingError(FloatingPointError):
@@ -190,7 +190,8 @@ def train_nn(
         X: inputs (N, m, n) or (N, channels, m, n) (or (N, features) for an MLP).
         y: integer labels (N,) or one-hot (N, K) for classifiers; target outputs for mse
             (for an autoencoder, the images themselves).
-        optimizer: sgd(...) or adam(...); its state travels inside the model across epochs.
+        optimizer: sgd(...) or adam(...) (or the names "sgd", "adam"); its state travels
+            inside the model across epochs.
         batch_size: samples per step; a batch larger than the data is the whole data.
         loss: None (cross_entropy after a final softmax, else mse), a Loss or its name.
         seed: the shuffle seed; None uses the model's seed. Epoch e shuffles with [seed, e].
@@ -203,10 +204,10 @@ def train_nn(
     """
     fn = "train_nn"
     model = _check_model(fn, model)
-    if not isinstance(optimizer, Optimizer):
-        raise TypeError(
-            f"{fn}: optimizer must be fran.sgd(...) or fran.adam(...), got {optimizer!r}"
-        )
+    try:
+        optimizer = get_optimizer(optimizer)
+    except ValueError as exc:
+        raise ValueError(f"{fn}: {exc}") from None
     loss = _default_loss(model, loss)
     X = prepare_inputs(fn, model, X)
     y = prepare_targets(fn, model, loss, y, len(X))

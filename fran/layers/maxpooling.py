@@ -68,13 +68,15 @@ def _pass(x, axis, k, s, n, with_arg):
         best = best.copy()
     if not with_arg:
         return best, None
-    masks, taken = [], None
-    for i in range(k):
+    masks = [_offset(x, axis, 0, s, n) == best]
+    taken = masks[0]
+    for i in range(1, k - 1):
         hit = _offset(x, axis, i, s, n) == best
-        if taken is not None:
-            hit &= ~taken  # hit is a fresh array of ours
-        taken = hit if taken is None else taken | hit
+        hit &= ~taken  # hit is a fresh array of ours
+        taken = taken | hit
         masks.append(hit)
+    if k > 1:
+        masks.append(~taken)  # the last offset wins wherever no earlier one did
     return best, masks
 
 
