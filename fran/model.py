@@ -14,6 +14,7 @@ import numpy as np
 from fran import engine, registry
 from fran.engine import network
 from fran.layers import _init
+from fran.tree import tree_leaves, tree_size
 
 
 @attrs.frozen(repr=False)
@@ -36,16 +37,14 @@ class Model:
 
     @property
     def dtype(self) -> np.dtype:
-        for layer_params in self.params:
-            for a in layer_params.values():
-                return a.dtype
-        return np.dtype(np.float32)
+        leaves = tree_leaves(self.params)
+        return leaves[0].dtype if leaves else np.dtype(np.float32)
 
     def __str__(self) -> str:
         return summary(self)
 
     def __repr__(self) -> str:
-        n = sum(a.size for p in self.params for a in p.values())
+        n = tree_size(self.params)
         return (
             f"<fran Model: {len(self.spec.layers)} layers, input {self.input_shape}, "
             f"{n:,} params, epoch {self.epoch}, step {self.step}>"
@@ -133,7 +132,7 @@ def summary(model: Model) -> str:
     for i, (layer, shape, p) in enumerate(
         zip(model.spec.layers, shapes, model.params, strict=True)
     ):
-        n = sum(a.size for a in p.values())
+        n = tree_size(p)
         total += n
         rows.append((str(i), repr(layer), str(shape), f"{n:,}"))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]

@@ -127,6 +127,9 @@ def check_init(spec, shape, *, rng=0, dtype=np.float32):
     params = engine.init(spec, shape, rng, dtype=dtype)
     again = engine.init(spec, shape, rng, dtype=dtype)
     where = f"{spec!r} on samples of shape {tuple(shape)}"
+    assert isinstance(params, dict) or isinstance(spec, engine.network), (
+        f"{where}: init returned a {type(params).__name__}, not a dict ({{}} when no params)"
+    )
     for (path, a), (_, b) in zip(tree_items(params), tree_items(again), strict=True):
         assert isinstance(a, np.ndarray), f"{where}: params[{path}] is {type(a).__name__}"
         assert a.dtype == np.dtype(dtype), f"{where}: params[{path}] is {a.dtype}, not {dtype}"
