@@ -22,7 +22,7 @@ from fran.optim import Optimizer, adam, get_optimizer
 
 
 class TrainingError(FloatingPointError):
-    """The loss became NaN or inf; `.model` is the last good model (before the failing batch)."""
+    """The loss became NaN or inf; `.model` is the last model whose loss was still finite."""
 
     def __init__(self, message: str, model: Model):
         super().__init__(message)
@@ -219,19 +219,22 @@ def train_nn(
     step = functools.partial(train_step, optimizer, loss)
 
     def checked_step(carry, batch):
-        index, good = carry
-        new, value = step(good, batch)
+        # `good` is the last model whose loss was finite; `current`'s loss is measured now
+        index, good, current = carry
+        new, value = step(current, batch)
         if not math.isfinite(value):
             raise TrainingError(
                 f"train_nn: the loss became {value} at epoch {epoch}, batch {index} "
-                f"(step {good.step}); the last good model is attached as .model",
+                f"(step {current.step}); the last model with a finite loss (step {good.step}) "
+                f"is attached as .model",
                 good,
             )
         if on_batch is not None:
             on_batch(index, value)
-        return (index + 1, new), value
+        return (index + 1, current, new), value
 
-    (_, model), _ = scan(checked_step, (0, model), minibatches(X, y, batch_size, rng))
+    batches = minibatches(X, y, batch_size, rng)
+    (_, _, model), _ = scan(checked_step, (0, model, model), batches)
     return attrs.evolve(model, spec=attrs.evolve(model.spec, epoch=epoch + 1))
 
 

@@ -1,0 +1,265 @@
+"""Hypothesis strategies: for every registered layer, a spec, a matching input and params.
+
+`cases(name)` draws a `Case(spec, shape, x, params)` in float64. Hypothesis draws the structure
+(hyperparameters and shapes that respect the spec: H, W >= k, strides > 1, padding > 0, ragged
+edges, overlapping pooling); the values come from a NumPy generator seeded by a drawn integer.
+Values are kept away from kinks by construction, never with `assume`: inputs are re-drawn (from
+the same seeded generator, so deterministically) until every relu pre-activation is at least
+KINK_MARGIN from 0 and every pooling window's maximum beats its runner-up by KINK_MARGIN;
+maxpooling on its own gets distinct, evenly spaced inputs (a scaled permutation of arange).
+
+A layer this module does not know (a plugin) falls back to `generic_cases`, which builds its spec
+class with no arguments on a (2, 3, 6, 6) image or a (2, 5) vector batch. Plugins with required
+hyperparameters should test themselves with their own strategy and `fran.testing.check_layer`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import attrs
+import numpy as np
+from hypothesis import strategies as st
+from numpy.lib.stride_tricks import sliding_window_view
+
+from fran import engine, registry
+from fran.layers import (
+    ACTIVATIONS,
+    conv2d,
+    conv2d_transpose,
+    dense,
+    flatten,
+    maxpooling,
+    softmax,
+)
+from fran.layers._im2col import conv_out
+from fran.tree import tree_map
+
+KINK_MARGIN = 1e-3
+ACTS = tuple(sorted(ACTIVATIONS))
+acts = st.sampled_from(ACTS)
+seeds = st.integers(0, 2**32 - 1)
+
+
+class Case(NamedTuple):
+    spec: Any
+    shape: tuple  # per-sample input shape, no batch axis
+    x: np.ndarray  # float64 batch (N, *shape)
+    params: Any  # float64 params
+
+
+# ---------------------------------------------------------------- distance to the nearest kink
+
+
+def _pool_gap(spec: maxpooling, x: np.ndarray) -> float:
+    """Smallest gap between a window's maximum and its runner-up, exact ties skipped.
+
+    Exact ties only arise structurally (relu's zeros, a padded border's constant act(b)); such
+    values move together or not at all under a perturbation, so they do not mislead the check.
+    """
+    _, _, H, W = x.shape
+    OH, OW = conv_out(H, spec.k, spec.s), conv_out(W, spec.k, spec.s)
+    if spec.k == 1:
+        return np.inf
+    win = sliding_window_view(x, (spec.k, spec.k), axis=(2, 3))[:, :, :: spec.s, :: spec.s]
+    top2 = np.sort(win[:, :, :OH, :OW].reshape(*win.shape[:2], OH, OW, -1), axis=-1)[..., -2:]
+    gap = top2[..., 1] - top2[..., 0]
+    gap = gap[gap > 0]
+    return float(gap.min()) if gap.size else np.inf
+
+
+def kink_margin(spec, params, x: np.ndarray) -> float:
+    """How far (params, x) is from a point where the layer (or network) is not differentiable."""
+    if isinstance(spec, engine.network):
+        margin = np.inf
+        for layer, p in zip(spec.layers, params, strict=True):
+            margin = min(margin, kink_margin(layer, p, x))
+            x = engine.apply(layer, p, x)
+        return margin
+    if isinstance(spec, maxpooling):
+        return _pool_gap(spec, x)
+    if attrs.has(type(spec)) and getattr(spec, "activation", None) == "relu":
+        z = engine.apply(attrs.evolve(spec, activation="identity"), params, x)
+        return float(np.abs(z).min())
+    return np.inf
+
+
+# ---------------------------------------------------------------- from structure to values
+
+
+def _spaced(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    """Distinct values 0.01 apart, in random order: no two pooling candidates tie."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * 0.01).reshape(shape)
+
+
+def realise(spec, shape: tuple, n: int, seed: int, *, spaced: bool = False) -> Case:
+    """Values for a drawn structure, re-drawn from one seeded generator until away from kinks."""
+    rng = np.random.default_rng(seed)
+    base = engine.init(spec, shape, rng, dtype=np.float64)
+    for _ in range(200):
+        x = _spaced(rng, (n, *shape)) if spaced else rng.standard_normal((n, *shape))
+        params = tree_map(lambda a: a + 0.3 * rng.standard_normal(a.shape), base)
+        if kink_margin(spec, params, x) > KINK_MARGIN:
+            return Case(spec, tuple(shape), x, params)
+    raise RuntimeError(f"could not draw values away from kinks for {spec!r} on {shape}")
+
+
+def _cases(structures: st.SearchStrategy, *, spaced: bool = False) -> st.SearchStrategy:
+    return st.builds(
+        lambda s, n, seed: realise(s[0], s[1], n, seed, spaced=spaced),
+        structures,
+        st.integers(1, 3),
+        seeds,
+    )
+
+
+# ---------------------------------------------------------------- per-layer structures
+
+
+def _side(lo: int) -> st.SearchStrategy:
+    return st.integers(max(1, lo), max(1, lo) + 5)
+
+
+@st.composite
+def dense_structures(draw):
+    spec = dense(n_out=draw(st.integers(1, 6)), activation=draw(acts))
+    return spec, (draw(st.integers(1, 6)),)
+
+
+@st.composite
+def conv2d_structures(draw):
+    k, pad = draw(st.integers(1, 4)), draw(st.integers(0, 2))
+    spec = conv2d(
+        k=k,
+        channels=draw(st.integers(1, 4)),
+        stride=draw(st.integers(1, 3)),
+        padding=pad,
+        activation=draw(acts),
+    )
+    lo = k - 2 * pad  # H + 2 pad >= k
+    return spec, (draw(st.integers(1, 3)), draw(_side(lo)), draw(_side(lo)))
+
+
+@st.composite
+def conv2d_transpose_structures(draw):
+    k, s = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    H, W = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    max_pad = ((min(H, W) - 1) * s + k - 1) // 2  # (H - 1) s - 2 pad + k >= 1
+    spec = conv2d_transpose(
+        k=k,
+        channels=draw(st.integers(1, 4)),
+        stride=s,
+        padding=draw(st.integers(0, min(max_pad, 3))),
+        activation=draw(acts),
+    )
+    return spec, (draw(st.integers(1, 3)), H, W)
+
+
+@st.composite
+def maxpooling_structures(draw):
+    k = draw(st.integers(1, 3))
+    spec = maxpooling(k=k, stride=draw(st.none() | st.integers(1, 4)))
+    return spec, (draw(st.integers(1, 3)), draw(_side(k)), draw(_side(k)))
+
+
+def _any_shape() -> st.SearchStrategy:
+    return st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)
+
+
+def flatten_structures():
+    return st.tuples(st.just(flatten()), _any_shape())
+
+
+def softmax_structures():
+    return st.tuples(st.just(softmax()), _any_shape())
+
+
+# ---------------------------------------------------------------- composed networks
+
+
+@st.composite
+def classifier_structures(draw):
+    """conv2d -> maxpooling -> flatten -> dense -> softmax."""
+    k, s, pad = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 1))
+    pk = draw(st.integers(1, 3))
+    pool = maxpooling(k=pk, stride=draw(st.none() | st.integers(1, 3)))
+    lo = (pk - 1) * s + k - 2 * pad  # the conv's output is at least the pooling window
+    layers = [
+        conv2d(k=k, channels=draw(st.integers(1, 3)), stride=s, padding=pad, activation=draw(acts)),
+        pool,
+        flatten(),
+        dense(n_out=draw(st.integers(1, 4)), activation=draw(acts)),
+        softmax(),
+    ]
+    return engine.network(layers), (draw(st.integers(1, 2)), draw(_side(lo)), draw(_side(lo)))
+
+
+@st.composite
+def autoencoder_structures(draw):
+    """conv2d -> conv2d_transpose back to the input's channels."""
+    k, s, pad = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(st.integers(0, 1))
+    C = draw(st.integers(1, 2))
+    H, W = draw(_side(k - 2 * pad)), draw(_side(k - 2 * pad))
+    OH, OW = conv_out(H, k, s, pad), conv_out(W, k, s, pad)
+    k2, s2 = draw(st.integers(1, 3)), draw(st.integers(1, 2))
+    max_pad = ((min(OH, OW) - 1) * s2 + k2 - 1) // 2
+    layers = [
+        conv2d(k=k, channels=draw(st.integers(1, 3)), stride=s, padding=pad, activation=draw(acts)),
+        conv2d_transpose(
+            k=k2,
+            channels=C,
+            stride=s2,
+            padding=draw(st.integers(0, min(max_pad, 1))),
+            activation=draw(acts),
+        ),
+    ]
+    return engine.network(layers), (C, H, W)
+
+
+def classifier_cases() -> st.SearchStrategy:
+    return _cases(classifier_structures())
+
+
+def autoencoder_cases() -> st.SearchStrategy:
+    return _cases(autoencoder_structures())
+
+
+# ---------------------------------------------------------------- by registry name
+
+
+def generic_cases(name: str) -> st.SearchStrategy:
+    """A plugin layer with a no-argument constructor, on a small image or vector batch."""
+    cls = registry.get(name)
+    try:
+        spec = cls()
+    except TypeError as exc:
+        raise TypeError(
+            f"layer {name!r} cannot be built without arguments ({exc}); give it a strategy in "
+            f"tests/strategies.STRATEGIES or test it with fran.testing.check_layer"
+        ) from None
+    for shape in ((3, 6, 6), (5,)):
+        try:
+            engine.output_shape(spec, shape)
+        except (ValueError, TypeError):
+            continue
+        return seeds.map(lambda seed, shape=shape: realise(spec, shape, 2, seed))
+    raise ValueError(f"layer {name!r} takes neither a (3, 6, 6) image nor a (5,) vector")
+
+
+STRATEGIES: dict[str, Callable[[], st.SearchStrategy]] = {
+    "dense": lambda: _cases(dense_structures()),
+    "conv2d": lambda: _cases(conv2d_structures()),
+    "conv2d_transpose": lambda: _cases(conv2d_transpose_structures()),
+    "maxpooling": lambda: _cases(maxpooling_structures(), spaced=True),
+    "flatten": lambda: _cases(flatten_structures()),
+    "softmax": lambda: _cases(softmax_structures()),
+    "network": lambda: classifier_cases() | autoencoder_cases(),
+}
+
+
+def cases(name: str) -> st.SearchStrategy:
+    """Cases for the layer registered as `name` (the generic fallback for unknown plugins)."""
+    make = STRATEGIES.get(name)
+    return make() if make is not None else generic_cases(name)
