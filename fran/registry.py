@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -101,7 +102,26 @@ def _entry_points() -> tuple:
     """The installed entry points of group `fran.layers` (tests monkeypatch this function)."""
     if os.environ.get("FRAN_DISABLE_PLUGIN_AUTOLOAD"):
         return ()
-    return tuple(importlib.metadata.entry_points(group=GROUP))
+    try:
+        return tuple(importlib.metadata.entry_points(group=GROUP))
+    except Exception:  # some distribution's entry_points.txt is unreadable: skip just that one
+        return _entry_points_one_by_one()
+
+
+def _entry_points_one_by_one() -> tuple:
+    """The slow path: read each distribution's entry points alone, warning about broken ones."""
+    found = []
+    for dist in importlib.metadata.distributions():
+        try:
+            found.extend(ep for ep in dist.entry_points if ep.group == GROUP)
+        except Exception as exc:
+            warnings.warn(
+                f"fran.registry: ignoring the entry points of distribution {dist.name!r}: "
+                f"{type(exc).__name__}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    return tuple(found)
 
 
 @functools.cache
@@ -126,9 +146,12 @@ def get(name: str) -> type:
         raise RegistryError(f"unknown layer {name!r}; known layers: {', '.join(names())}")
     dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
     where = f"layer plugin {ep.name!r} ({ep.value}, from {dist})"
+    before = set(_BY_NAME)
     try:
         loaded = ep.load()
     except Exception as exc:
+        for half in set(_BY_NAME) - before:  # undo what a half-imported plugin registered
+            _BY_TYPE.pop(_BY_NAME.pop(half).spec_cls, None)
         raise RegistryError(f"{where} failed to load: {type(exc).__name__}: {exc}") from exc
     rules = _BY_NAME.get(name)
     if rules is None:

@@ -176,6 +176,14 @@ def softmax_structures():
     return st.tuples(st.just(softmax()), _any_shape())
 
 
+@st.composite
+def avgpooling_structures(draw):
+    """The example plugin (examples/fran_avgpool); only drawn when it is installed."""
+    k = draw(st.integers(1, 3))
+    spec = registry.get("avgpooling")(k=k, stride=draw(st.none() | st.integers(1, 4)))
+    return spec, (draw(st.integers(1, 3)), draw(_side(k)), draw(_side(k)))
+
+
 # ---------------------------------------------------------------- composed networks
 
 
@@ -255,6 +263,7 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy]] = {
     "maxpooling": lambda: _cases(maxpooling_structures(), spaced=True),
     "flatten": lambda: _cases(flatten_structures()),
     "softmax": lambda: _cases(softmax_structures()),
+    "avgpooling": lambda: _cases(avgpooling_structures()),
     "network": lambda: classifier_cases() | autoencoder_cases(),
 }
 

@@ -1,0 +1,144 @@
+"""Smoke tests for examples/*.py: tiny runs on synthetic data (no network, no dataset files).
+
+Each script's `main(argv)` is loaded from its file and run for one epoch on a hundred random
+images in place of MNIST / Fashion-MNIST (the loaders in fran.datasets are monkeypatched). The
+tests check the printed epoch line, every output file, metrics.json's content, and that --resume
+continues a finished run from its checkpoint instead of starting again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fran
+import fran.datasets
+import fran.io
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CLASSIFIER_FILES = ["learning_curve.png", "confusion_matrix.png", "misclassified.png"]
+SCRIPTS = {
+    "lenet5_mnist": CLASSIFIER_FILES,
+    "cnn_fmnist": CLASSIFIER_FILES,
+    "conv_autoencoder": ["learning_curve.png", "reconstructions.png"],
+}
+N_TRAIN, N_TEST, BATCH = 96, 60, 32
+TINY = ["--n-train", str(N_TRAIN), "--n-test", str(N_TEST), "--batch-size", str(BATCH)]
+
+
+def fake_loader(split: str = "train", n: int | None = None, root=None, download: bool = True):
+    """Random images in [0, 1] and labels 0..9, shaped like the real loaders' output."""
+    n = {"train": 60000, "test": 10000}[split] if n is None else n
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    X = rng.random((n, 1, 28, 28), dtype=np.float32)
+    return X, rng.integers(0, 10, n).astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    """name -> the example script's module, with synthetic data behind fran.datasets' loaders."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fran.datasets, "load_mnist", fake_loader)
+        mp.setattr(fran.datasets, "load_fashion_mnist", fake_loader)
+        mp.syspath_prepend(str(EXAMPLES))  # the scripts `import _common` from their folder
+        modules = {}
+        for name in SCRIPTS:
+            spec = importlib.util.spec_from_file_location(
+                f"example_{name}", EXAMPLES / f"{name}.py"
+            )
+            modules[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(modules[name])
+        yield modules
+
+
+@pytest.fixture(scope="module")
+def one_epoch(examples, tmp_path_factory):
+    """name -> (out dir, returned metrics, printed text) of a finished 1-epoch run, run once."""
+    runs = {}
+
+    def run(name: str):
+        if name not in runs:
+            out = tmp_path_factory.mktemp(name)
+            printed = io.StringIO()  # capsys is function-scoped; these runs are shared
+            with contextlib.redirect_stdout(printed):
+                # --resume on an empty folder must start from scratch and say so
+                argv = [*TINY, "--epochs", "1", "--out", str(out), "--resume"]
+                metrics = examples[name].main(argv)
+            runs[name] = (out, metrics, printed.getvalue())
+        return runs[name]
+
+    return run
+
+
+def copy_run(out: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(out, tmp_path / "run"))
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_example_writes_every_output(name, one_epoch):
+    out, returned, printed = one_epoch(name)
+
+    assert "no checkpoint" in printed and "epoch 1/1" in printed and "test loss" in printed
+    assert f"wrote to {out}" in printed
+    for file in [*SCRIPTS[name], "metrics.json", "model.npz", "checkpoint.npz"]:
+        assert (out / file).stat().st_size > 0, file
+    for png in SCRIPTS[name]:
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(returned))
+    assert metrics["example"] == name
+    assert [h["epoch"] for h in metrics["history"]] == [1]
+    assert metrics["n_train"] == N_TRAIN and metrics["n_test"] == N_TEST
+    assert metrics["args"]["seed"] == 0 and metrics["args"]["n_train"] == N_TRAIN
+    assert np.isfinite(metrics["final"]["test_loss"])
+    if SCRIPTS[name] is CLASSIFIER_FILES:
+        assert 0.0 <= metrics["final"]["test_accuracy"] <= 1.0
+        assert np.sum(metrics["confusion_matrix"]) == N_TEST
+    model = fran.load(out / "model.npz")
+    assert model.epoch == 1 and model.step == N_TRAIN // BATCH
+
+
+@pytest.mark.parametrize("name", ["lenet5_mnist", "conv_autoencoder"])
+def test_resume_continues_from_the_checkpoint(name, examples, one_epoch, tmp_path, capsys):
+    out, first, _ = one_epoch(name)
+    out = copy_run(out, tmp_path)
+
+    resumed = examples[name].main([*TINY, "--epochs", "2", "--out", str(out), "--resume"])
+    assert "resuming from" in capsys.readouterr().out
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["history"][0] == first["history"][0]  # epoch 1 was not run again
+    model, metadata = fran.io.load_checkpoint(out)
+    assert model.epoch == 2 and model.step == 2 * N_TRAIN // BATCH
+    assert [h["epoch"] for h in metadata["history"]] == [1, 2]
+    if name == "lenet5_mnist":  # resuming gives what an uninterrupted run gives
+        straight = examples[name].main(
+            [*TINY, "--epochs", "2", "--out", str(tmp_path / "straight"), "--quiet"]
+        )
+        assert capsys.readouterr().out == ""  # --quiet prints nothing
+        got, want = resumed["final"]["test_loss"], straight["final"]["test_loss"]
+        assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--seed", "1"], r"--seed 0, not 1"),
+        (["--n-train", "64"], rf"--n-train {N_TRAIN}, not 64"),
+        (["--init", "torch"], r"network differs"),
+    ],
+)
+def test_resume_refuses_a_checkpoint_from_another_run(
+    change, message, examples, one_epoch, tmp_path
+):
+    out = copy_run(one_epoch("lenet5_mnist")[0], tmp_path)
+    argv = [*TINY, "--epochs", "2", "--out", str(out), "--resume", "--quiet", *change]
+    with pytest.raises(RuntimeError, match=message):
+        examples["lenet5_mnist"].main(argv)
+    assert fran.io.load_checkpoint(out)[0].epoch == 1  # the refused run changed nothing
