@@ -29,7 +29,6 @@ loads only the one it needs. A plugin that fails to load fails alone, with its n
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import os
 import warnings
 from collections.abc import Callable
@@ -102,6 +101,7 @@ def _entry_points() -> tuple:
     """The installed entry points of group `fran.layers` (tests monkeypatch this function)."""
     if os.environ.get("FRAN_DISABLE_PLUGIN_AUTOLOAD"):
         return ()
+    import importlib.metadata  # here, not at the top: `import fran` stays fast
     try:
         return tuple(importlib.metadata.entry_points(group=GROUP))
     except Exception:  # some distribution's entry_points.txt is unreadable: skip just that one
