@@ -110,6 +110,8 @@ def _entry_points() -> tuple:
 
 def _entry_points_one_by_one() -> tuple:
     """The slow path: read each distribution's entry points alone, warning about broken ones."""
+    import importlib.metadata
+
     found = []
     for dist in importlib.metadata.distributions():
         try:
