@@ -3,7 +3,8 @@
 forward: z[n,o] = b[o] + sum_{c,i,j} w[o,c,i,j] x_pad[n,c, s*r+i, s*q+j];  y = act(z)
 as matrices: cols = im2col(x) (C*k*k, N*OH*OW);  Z = W2 @ cols + b,  W2 = w.reshape(O, C*k*k)
 vjp: dZ = act'(z) * dy;  dw = dZ @ cols.T;  db = dZ.sum(cols);  dx = col2im(W2.T @ dZ)
-(the input gradient is a transposed convolution of dy, which is conv2d_transpose's forward).
+(the input gradient is a transposed convolution of dy, which is conv2d_transpose's forward;
+with stride 1 it is also a convolution of dZ with the flipped kernel, which we use when O < C).
 Layout: x (N, C, H, W), w (O, C, k, k) (OIHW), b (O,); OH = floor((H + 2p - k) / s) + 1.
 """
 
@@ -90,8 +91,15 @@ def vjp(spec, params, x):
         grads = {"w": (dz @ cols.T).reshape(params["w"].shape), "b": dz.sum(axis=1)}
         if not input_grad:
             return grads, None
-        w2 = params["w"].reshape(spec.channels, -1)
-        dx = col2im(w2.T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
+        w = params["w"]
+        if s == 1 and spec.channels < C and p < k:
+            # With fewer outputs than inputs it is cheaper to treat dx as what it is, the
+            # convolution of dz with the flipped kernel, channels swapped, padded by k - 1 - p:
+            # im2col then builds O*k*k rows instead of col2im scattering C*k*k of them.
+            w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1)
+            dx = w_flip @ im2col(batch_first(dz, N, OH, OW), k, 1, k - 1 - p)
+            return grads, batch_first(dx, N, H, W)
+        dx = col2im(w.reshape(spec.channels, -1).T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
         return grads, dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
 
     return batch_first(y, N, OH, OW), pullback
