@@ -2,8 +2,8 @@
 
 Glorot/Xavier keeps var(x) steady forwards and backwards: var(w) = 2 / (fan_in + fan_out).
 He/Kaiming doubles LeCun's 1 / fan_in for relu, which zeroes half its inputs.
-Uniform variants draw U(-a, a) with a = sqrt(3 var); "torch" is PyTorch's default U(±1/sqrt(fan_in)).
-Biases start at zero.
+Uniform variants draw U(-a, a) with a = sqrt(3 var). Biases start at zero, except under "torch",
+which is PyTorch's default for weights and biases alike: U(±1/sqrt(fan_in)).
 """
 
 from __future__ import annotations
@@ -64,3 +64,11 @@ def draw(spec, shape: tuple, fan_in: int, fan_out: int, rng: np.random.Generator
         a = std * 3**0.5
         return rng.uniform(-a, a, shape)
     return rng.normal(0.0, std, shape)
+
+
+def bias(spec, n: int, fan_in: int, rng: np.random.Generator) -> np.ndarray:
+    """A float64 bias of length n: zeros, or PyTorch's U(±1/sqrt(fan_in)) under "torch"."""
+    if scheme_for(spec) == "torch":
+        a = fan_in**-0.5
+        return rng.uniform(-a, a, n)
+    return np.zeros(n)

@@ -11,7 +11,6 @@ Layout: x (N, C, H, W), w (O, C, k, k) (OIHW), b (O,); OH = floor((H + 2p - k) /
 from __future__ import annotations
 
 import attrs
-import numpy as np
 
 from fran import registry
 from fran.layers import _init
@@ -59,7 +58,7 @@ def init(spec, shape, rng):
     C, _, _ = _image_shape(spec, shape)
     k2 = spec.k * spec.k
     w = _init.draw(spec, (spec.channels, C, spec.k, spec.k), C * k2, spec.channels * k2, rng)
-    return {"w": w, "b": np.zeros(spec.channels)}
+    return {"w": w, "b": _init.bias(spec, spec.channels, C * k2, rng)}
 
 
 def _forward(spec, params, x):

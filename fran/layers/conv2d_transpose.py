@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import attrs
-import numpy as np
 
 from fran import registry
 from fran.layers import _init
@@ -54,8 +53,11 @@ def output_shape(spec, shape):
 def init(spec, shape, rng):
     C = shape[0]
     taps = math.ceil(spec.k / spec.stride) ** 2  # inputs reaching one output pixel per channel
-    w = _init.draw(spec, (C, spec.channels, spec.k, spec.k), C * taps, spec.channels * taps, rng)
-    return {"w": w, "b": np.zeros(spec.channels)}
+    fan_in = C * taps
+    if _init.scheme_for(spec) == "torch":
+        fan_in = spec.channels * spec.k * spec.k  # torch's own (transposed) convention
+    w = _init.draw(spec, (C, spec.channels, spec.k, spec.k), fan_in, spec.channels * taps, rng)
+    return {"w": w, "b": _init.bias(spec, spec.channels, fan_in, rng)}
 
 
 def _forward(spec, params, x):

@@ -7,7 +7,6 @@ Layout: x (N, n_in), w (n_in, n_out), b (n_out,).
 from __future__ import annotations
 
 import attrs
-import numpy as np
 
 from fran import registry
 from fran.layers import _init
@@ -38,7 +37,7 @@ def init(spec, shape, rng):
     (n_in,) = shape
     return {
         "w": _init.draw(spec, (n_in, spec.n_out), n_in, spec.n_out, rng),
-        "b": np.zeros(spec.n_out),
+        "b": _init.bias(spec, spec.n_out, n_in, rng),
     }
 
 
