@@ -16,29 +16,50 @@ def _is_namedtuple(t) -> bool:
     return isinstance(t, tuple) and hasattr(t, "_fields")
 
 
-def tree_map(f: Callable, tree, *rest, path: str = ""):
-    """Apply f leafwise over trees of identical structure, rebuilding the same containers."""
+class _Mismatch(Exception):
+    """Raised inside the recursion; collects the path on its way out (no string work otherwise)."""
+
+    def __init__(self, what: str):
+        self.what, self.path = what, []
+
+
+def tree_map(f: Callable, tree, *rest):
+    """Apply f leafwise over trees of identical structure, rebuilding the same containers.
+
+    A structure mismatch raises ValueError naming the path, e.g. "[2]['w']".
+    """
+    try:
+        return _map(f, tree, rest)
+    except _Mismatch as m:
+        where = "".join(reversed(m.path)) or "root"
+        raise ValueError(f"tree structure differs at {where}: {m.what}") from None
+
+
+def _map(f, tree, rest):
     if isinstance(tree, dict):
         for other in rest:
             if not isinstance(other, dict) or other.keys() != tree.keys():
-                raise ValueError(
-                    f"tree structure differs at {path or 'root'}: {_desc(tree, other)}"
-                )
-        return {
-            k: tree_map(f, v, *(o[k] for o in rest), path=f"{path}[{k!r}]") for k, v in tree.items()
-        }
+                raise _Mismatch(_desc(tree, other))
+        out = {}
+        for k, v in tree.items():
+            try:
+                out[k] = _map(f, v, [o[k] for o in rest])
+            except _Mismatch as m:
+                m.path.append(f"[{k!r}]")
+                raise
+        return out
     if isinstance(tree, (tuple, list)):
         for other in rest:
             if type(other) is not type(tree) or len(other) != len(tree):
-                raise ValueError(
-                    f"tree structure differs at {path or 'root'}: {_desc(tree, other)}"
-                )
-        children = [
-            tree_map(f, v, *(o[i] for o in rest), path=f"{path}[{i}]") for i, v in enumerate(tree)
-        ]
-        if _is_namedtuple(tree):
-            return type(tree)(*children)
-        return type(tree)(children)
+                raise _Mismatch(_desc(tree, other))
+        children = []
+        for i, v in enumerate(tree):
+            try:
+                children.append(_map(f, v, [o[i] for o in rest]))
+            except _Mismatch as m:
+                m.path.append(f"[{i}]")
+                raise
+        return type(tree)(*children) if _is_namedtuple(tree) else type(tree)(children)
     return f(tree, *rest)
 
 
@@ -92,7 +113,12 @@ def tree_size(tree) -> int:
 
 def freeze(tree):
     """Mark every array leaf read-only in place of copying (the arrays are fresh and unshared)."""
-    for leaf in tree_leaves(tree):
-        if isinstance(leaf, np.ndarray):
-            leaf.flags.writeable = False
+    if isinstance(tree, dict):
+        for v in tree.values():
+            freeze(v)
+    elif isinstance(tree, (tuple, list)):
+        for v in tree:
+            freeze(v)
+    elif isinstance(tree, np.ndarray):
+        tree.flags.writeable = False
     return tree
