@@ -102,6 +102,7 @@ def _entry_points() -> tuple:
     if os.environ.get("FRAN_DISABLE_PLUGIN_AUTOLOAD"):
         return ()
     import importlib.metadata  # here, not at the top: `import fran` stays fast
+
     try:
         return tuple(importlib.metadata.entry_points(group=GROUP))
     except Exception:  # some distribution's entry_points.txt is unreadable: skip just that one
