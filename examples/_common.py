@@ -1,0 +1,531 @@
+"""Shared machinery for the example scripts: command line, train loop with resume, reports.
+
+Each example describes itself as an `Example` (network, data loader, class names) and calls
+`run(example, argv)`. `run` trains one epoch at a time with `fran.train_nn`, scores the model on
+the test set after every epoch, saves a checkpoint (model + history + args) after every epoch,
+and at the end writes into `--out`: learning_curve.png, confusion_matrix.png and
+misclassified.png (classifiers) or reconstructions.png (autoencoders), metrics.json and model.npz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from tqdm import tqdm
+
+import fran
+import fran.io
+
+matplotlib.use("Agg")  # files only, never a window (switching is fine before any figure exists)
+
+DIGITS = tuple(str(d) for d in range(10))
+FASHION = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+Loader = Callable[[str, "int | None"], "tuple[np.ndarray, np.ndarray]"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """What differs between the examples.
+
+    name: the script's name (default output folder runs/<name>).
+    title: a human title for plots and logs, e.g. "LeNet-5 on MNIST".
+    build: returns the untrained network spec.
+    load: load(split, n) -> (X (N, 1, 28, 28) float32, labels (N,) int); n=None means all.
+    class_names: the classes' names for a classifier; None for an autoencoder (target = input).
+    init: the default of --init: a weight-init scheme for init_weights, or "default" for fran's
+        choice by activation (He for relu, Glorot otherwise).
+    """
+
+    name: str
+    title: str
+    build: Callable[[], fran.network]
+    load: Loader
+    class_names: tuple[str, ...] | None = None
+    init: str = "default"
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.class_names is not None
+
+
+class UsageError(RuntimeError):
+    """A command-line choice that cannot work; `cli` prints it without a traceback."""
+
+
+class ResumeError(UsageError):
+    """The checkpoint in --out was made by a different run (seed, network or n-train)."""
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Namespace:
+    """The shared command line; --out defaults to runs/<example name>."""
+    p = argparse.ArgumentParser(
+        prog=f"{example.name}.py",
+        description=f"Train {example.title} with fran and write plots, metrics and the model.",
+    )
+    p.add_argument("--epochs", type=int, default=10, help="total epochs to train (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="weights and shuffle seed (default 0)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs") / example.name,
+        help=f"output folder (default runs/{example.name})",
+    )
+    p.add_argument(
+        "--n-train",
+        type=int,
+        default=10000,
+        help="train on the FIRST n training images (default 10000)",
+    )
+    p.add_argument(
+        "--n-test",
+        type=int,
+        default=None,
+        help="score on the first n test images (default: all 10000)",
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--init",
+        default=example.init,
+        metavar="SCHEME",
+        help="weight init: 'default' (fran's choice by activation), 'torch' (PyTorch's "
+        f"defaults), 'glorot_uniform', 'he_normal', ... (default: {example.init})",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint in --out (up to --epochs in total)",
+    )
+    p.add_argument("--quiet", action="store_true", help="print nothing")
+    args = p.parse_args(argv)
+    for name in ("epochs", "n_train", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.n_test is not None and args.n_test < 1:
+        p.error("--n-test must be >= 1")
+    return args
+
+
+def args_record(args: argparse.Namespace) -> dict:
+    """The args as JSON-ready values."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+# --------------------------------------------------------------------------- data and model
+
+
+def load_data(example: Example, args: argparse.Namespace) -> dict:
+    """Train on the first n-train training images, test on the first n-test (all) test images."""
+    X, labels = example.load("train", args.n_train)
+    Xt, labels_t = example.load("test", args.n_test)
+    y, yt = (labels, labels_t) if example.is_classifier else (X, Xt)
+    return {"X": X, "y": y, "Xt": Xt, "yt": yt, "labels_t": labels_t}
+
+
+def fresh_model(example: Example, args: argparse.Namespace) -> fran.Model:
+    scheme = None if args.init == "default" else args.init
+    try:
+        return fran.init_weights(example.build(), 28, 28, scheme=scheme, seed=args.seed)
+    except ValueError as exc:
+        if scheme is None:
+            raise
+        raise UsageError(f"--init {args.init!r}: {exc}") from None
+
+
+def check_resumable(example: Example, found: tuple, fresh: fran.Model, args, where) -> None:
+    """Refuse a checkpoint from a different run, saying what differs and what to do."""
+    model, metadata = found
+    saved = metadata.get("args", {})
+    problems = []
+    if metadata.get("example") not in (None, example.name):
+        problems.append(f"it belongs to example {metadata.get('example')!r}")
+    if model.seed != args.seed:
+        problems.append(f"it was trained with --seed {model.seed}, not {args.seed}")
+    if saved.get("n_train") != args.n_train:
+        problems.append(f"it was trained with --n-train {saved.get('n_train')}, not {args.n_train}")
+    if model.spec.layers != fresh.spec.layers:
+        problems.append(
+            "its network differs from this script's (architecture or --init):\n"
+            f"    checkpoint: {list(model.spec.layers)}\n    this run:   {list(fresh.spec.layers)}"
+        )
+    if problems:
+        raise ResumeError(
+            f"cannot resume from {where}: "
+            + "; ".join(problems)
+            + ".\nUse another --out, or drop --resume to start over (which overwrites it)."
+        )
+
+
+def start(example: Example, args: argparse.Namespace, say) -> tuple[fran.Model, list[dict]]:
+    """A fresh model and empty history, or (with --resume) the checkpoint's model and history."""
+    fresh = fresh_model(example, args)
+    if not args.resume:
+        if (args.out / fran.io.CHECKPOINT_NAME).exists():
+            say(f"note: starting over; this replaces the checkpoint in {args.out}")
+        return fresh, []
+    found = fran.io.load_checkpoint(args.out)
+    if found is None:
+        say(f"--resume: no checkpoint in {args.out}; starting from scratch")
+        return fresh, []
+    model, metadata = found[0], found[1] or {}
+    check_resumable(example, (model, metadata), fresh, args, args.out / "checkpoint.npz")
+    history = list(metadata.get("history", []))
+    say(f"resuming from {args.out / 'checkpoint.npz'} at epoch {model.epoch} (step {model.step})")
+    return model, history
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace) -> tuple:
+    """One epoch with a progress bar; returns (model, mean batch loss, seconds)."""
+    n_batches = -(-len(data["X"]) // args.batch_size)
+    losses: list[float] = []
+    bar = tqdm(
+        total=n_batches,
+        desc=f"epoch {model.epoch + 1}/{args.epochs}",
+        unit="batch",
+        leave=False,
+        file=sys.stdout,
+        disable=True if args.quiet else None,
+    )
+
+    def on_batch(index: int, loss: float) -> None:
+        losses.append(loss)
+        bar.set_postfix_str(f"loss {np.mean(losses[-50:]):.4f}", refresh=False)
+        bar.update(1)
+
+    t0 = time.perf_counter()
+    try:
+        model = fran.train_nn(
+            model,
+            data["X"],
+            data["y"],
+            optimizer=fran.adam(args.lr),
+            batch_size=args.batch_size,
+            on_batch=on_batch,
+        )
+    finally:
+        bar.close()
+    return model, float(np.mean(losses)), time.perf_counter() - t0
+
+
+def score(model: fran.Model, data: dict) -> dict:
+    """Test loss (and accuracy) on the test set, and the seconds it took."""
+    t0 = time.perf_counter()
+    result = fran.evaluate_nn(model, data["Xt"], data["yt"])
+    result = {"test_loss": float(result["loss"])} | (
+        {"test_accuracy": float(result["accuracy"])} if "accuracy" in result else {}
+    )
+    return result | {"eval_seconds": time.perf_counter() - t0}
+
+
+def epoch_line(entry: dict, epochs: int) -> str:
+    width = len(str(epochs))
+    parts = [
+        f"epoch {entry['epoch']:>{width}}/{epochs}",
+        f"train loss {entry['train_loss']:.4f}",
+        f"test loss {entry['test_loss']:.4f}",
+    ]
+    if "test_accuracy" in entry:
+        parts.append(f"test acc {100 * entry['test_accuracy']:6.2f}%")
+    parts.append(f"{entry['train_seconds']:5.1f} s (+{entry['eval_seconds']:.1f} s test)")
+    return "  ".join(parts)
+
+
+def metadata_for(example: Example, args, history: list[dict]) -> dict:
+    return {"example": example.name, "args": args_record(args), "history": history}
+
+
+def run(example: Example, argv: list[str] | None = None) -> dict:
+    """Parse argv, train (or resume) to --epochs, write the reports; returns metrics.json's dict."""
+    args = parse_args(example, argv)
+    say = (lambda *a: None) if args.quiet else print
+    model, history = start(example, args, say)
+    data = load_data(example, args)
+    if model.epoch >= args.epochs:
+        say(f"the checkpoint has {model.epoch} epochs, --epochs is {args.epochs}: nothing to train")
+    if not history:
+        say(f"{example.title}: {len(data['X'])} training images, {len(data['Xt'])} test images")
+        say(fran.summary(model))
+    try:
+        while model.epoch < args.epochs:
+            model, train_loss, seconds = train_epoch(model, data, args)
+            entry = {"epoch": model.epoch, "train_loss": train_loss} | score(model, data)
+            entry["train_seconds"] = seconds
+            history.append(entry)
+            say(epoch_line(entry, args.epochs))
+            fran.io.save_checkpoint(args.out, model, metadata=metadata_for(example, args, history))
+    except KeyboardInterrupt:
+        say(f"\ninterrupted; continue later with --resume --out {args.out}")
+        raise
+    return report(example, model, data, args, history, say)
+
+
+def cli(main: Callable[[list[str] | None], dict]) -> None:
+    """Run a script's main(); a usage error (bad --init, refused --resume) is one line."""
+    try:
+        main(None)
+    except UsageError as exc:
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def report(example: Example, model, data: dict, args, history: list[dict], say) -> dict:
+    """Write the plots, metrics.json and model.npz into args.out; returns the metrics."""
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    final = dict(history[-1]) if history else score(model, data)
+    plot_learning_curve(example, history, args, out / "learning_curve.png")
+    if example.is_classifier:
+        pictures, extra = classifier_reports(example, model, data, out)
+    else:
+        plot_reconstructions(example, model, data, final["test_loss"], out / "reconstructions.png")
+        pictures, extra = ["reconstructions.png"], {}
+    train_s = [h["train_seconds"] for h in history]
+    metrics = {
+        "example": example.name,
+        "title": example.title,
+        "final": final,
+        "history": history,
+        "seconds": {
+            "train": float(sum(train_s)),
+            "eval": float(sum(h["eval_seconds"] for h in history)),
+            "mean_train_epoch": float(np.mean(train_s)) if train_s else None,
+        },
+        "args": args_record(args),
+        "n_train": len(data["X"]),
+        "n_test": len(data["Xt"]),
+        "n_params": int(sum(a.size for p in model.params for a in p.values())),
+    } | extra
+    write_json_atomic(out / "metrics.json", metrics)
+    fran.save(out / "model.npz", model, metadata=metadata_for(example, args, history))
+    files = ["learning_curve.png", *pictures, "metrics.json", "model.npz", "checkpoint.npz"]
+    say(final_line(final))
+    say(f"wrote to {out}/: " + ", ".join(files))
+    return metrics
+
+
+def classifier_reports(example: Example, model, data: dict, out: Path) -> tuple[list, dict]:
+    """The confusion matrix and misclassified pictures; their file names and extra metrics."""
+    probs = fran.predict(model, data["Xt"])
+    pred = probs.argmax(axis=1)
+    cm = confusion(data["yt"], pred, len(example.class_names))
+    plot_confusion(example, cm, out / "confusion_matrix.png")
+    plot_misclassified(example, data, pred, probs, out / "misclassified.png")
+    recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+    extra = {
+        "confusion_matrix": cm.tolist(),
+        "per_class_accuracy": dict(zip(example.class_names, recall.tolist(), strict=True)),
+    }
+    return ["confusion_matrix.png", "misclassified.png"], extra
+
+
+def final_line(final: dict) -> str:
+    text = f"final: test loss {final['test_loss']:.5f}"
+    if "test_accuracy" in final:
+        text += f", test accuracy {100 * final['test_accuracy']:.2f}%"
+    return text
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write JSON to a temporary file beside `path`, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def confusion(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """cm[i, j] = number of test images of class i predicted as class j."""
+    return np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
+
+
+def _subtitle(args) -> str:
+    init = "" if args.init == "default" else f", init {args.init}"
+    return (
+        f"seed {args.seed}, first {args.n_train:,} training images, batch {args.batch_size}, "
+        f"Adam lr {args.lr:g}{init}"
+    )
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log-scale y ticks as plain numbers (0.01, 0.02, 0.05), not 2 x 10^-2."""
+    major = FuncFormatter(lambda v, _: f"{v:g}")
+    minor = FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
+    ax.yaxis.set_major_formatter(major)
+    ax.yaxis.set_minor_formatter(minor)
+
+
+def plot_learning_curve(example: Example, history: list[dict], args, path: Path) -> None:
+    """Train and test loss per epoch, and test accuracy for classifiers."""
+    epochs = [h["epoch"] for h in history]
+    final = history[-1] if history else {}
+    panels = 2 if example.is_classifier else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels + (panels == 1), 4.5), squeeze=False)
+    ax = axes[0, 0]
+    loss_name = "cross-entropy" if example.is_classifier else "MSE"
+    test_label = f"test (final {final['test_loss']:.4g})" if final else "test"
+    ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (mean over batches)")
+    ax.plot(epochs, [h["test_loss"] for h in history], "s-", label=test_label)
+    ax.set(xlabel="epoch", ylabel=f"{loss_name} loss", title="Loss")
+    if not example.is_classifier:
+        ax.set(yscale="log", title="Loss (log scale)")
+        _plain_log_ticks(ax)
+    ax.legend()
+    if example.is_classifier:
+        ax = axes[0, 1]
+        ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="tab:green")
+        title = f"Test accuracy (final {100 * final['test_accuracy']:.2f}%)" if final else ""
+        ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
+    for a in axes.flat:
+        a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if epochs:
+            a.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    fig.suptitle(f"{example.title}: learning curve\n{_subtitle(args)}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(example: Example, cm: np.ndarray, path: Path) -> None:
+    """A k x k confusion matrix with class names and counts in each cell."""
+    names = example.class_names
+    k = len(names)
+    fig, ax = plt.subplots(figsize=(8.5, 7.5))
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="test images")
+    threshold = cm.max() / 2 if cm.size else 0
+    for i in range(k):
+        for j in range(k):
+            color = "white" if cm[i, j] > threshold else ("black" if cm[i, j] else "lightgray")
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=9, color=color)
+    ax.set_xticks(range(k), names, rotation=45, ha="right")
+    ax.set_yticks(range(k), names)
+    ax.set(xlabel="predicted class", ylabel="true class")
+    accuracy = np.trace(cm) / max(cm.sum(), 1)
+    ax.set_title(
+        f"{example.title}: confusion matrix\n{cm.sum():,} test images, accuracy {accuracy:.2%}"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def image_mosaic(ax, images: np.ndarray, cols: int, *, above: int = 14, gap: int = 4) -> list:
+    """Draw (n, h, w) images as one picture on `ax` (fast: one imshow, not n axes).
+
+    Each tile has `above` blank pixels over it for a label and `gap` pixels around it; returns
+    each tile's (x centre, y top) in the axes' data coordinates, for placing labels.
+    """
+    n, h, w = images.shape
+    rows = max(1, -(-n // cols))
+    cell_w, cell_h = w + 2 * gap, h + above + gap
+    canvas = np.full((rows * cell_h, cols * cell_w), np.nan)
+    spots = []
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        x0, y0 = c * cell_w + gap, r * cell_h + above
+        canvas[y0 : y0 + h, x0 : x0 + w] = image
+        spots.append((x0 + w / 2 - 0.5, y0 - 0.5))
+    cmap = plt.get_cmap("gray").with_extremes(bad="white")
+    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    return spots
+
+
+def plot_misclassified(example: Example, data, pred, probs, path: Path, n: int = 25) -> None:
+    """A grid of the first n misclassified test images with their true and predicted labels."""
+    names = example.class_names
+    true = data["yt"]
+    wrong = np.flatnonzero(pred != true)
+    shown = wrong[:n]
+    cols = 5
+    rows = max(1, -(-len(shown) // cols))
+    fig = plt.figure(figsize=(8.2, 1.85 * rows + 0.7))
+    ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.7 / fig.get_figheight()))
+    spots = image_mosaic(ax, data["Xt"][shown, 0], cols, above=11)
+    if not len(shown):
+        ax.text(0.5, 0.5, "no misclassified test images", ha="center", transform=ax.transAxes)
+    for (x, y), i in zip(spots, shown, strict=True):
+        ax.text(x, y - 5.5, f"#{i} true: {names[true[i]]}", ha="center", va="bottom", fontsize=9)
+        ax.text(
+            x, y - 1, f"pred: {names[pred[i]]} ({_percent(probs[i, pred[i]])})",
+            ha="center", va="bottom", fontsize=9, color="firebrick",
+        )  # fmt: skip
+    head = f"first {len(shown)} of {len(wrong):,} misclassified test images"
+    fig.suptitle(
+        f"{example.title}: {head}\n({len(wrong) / max(len(true), 1):.2%} test error; "
+        "in brackets: the predicted class's probability)",
+        fontsize=11,
+    )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _percent(p: float) -> str:
+    """A probability as a whole percentage that never rounds up to a false 100%."""
+    return f"{p:.0%}" if p < 0.995 else ">99%"
+
+
+def reconstruction_picks(labels: np.ndarray, n: int = 10) -> np.ndarray:
+    """The first test image of each class 0..9 (then the first others), n indices."""
+    picks = [int(np.flatnonzero(labels == c)[0]) for c in range(10) if (labels == c).any()]
+    rest = [i for i in range(len(labels)) if i not in picks]
+    return np.array((picks + rest)[:n])
+
+
+def plot_reconstructions(example: Example, model, data, test_mse, path: Path, n=10) -> None:
+    """Test originals (top row) over their reconstructions (bottom row), with per-image MSE."""
+    idx = reconstruction_picks(data["labels_t"], n)
+    originals = data["Xt"][idx, 0]
+    recon = fran.predict(model, data["Xt"][idx])[:, 0]
+    cols = len(idx)
+    fig = plt.figure(figsize=(1.1 * cols + 1.4, 3.1))
+    ax = fig.add_axes((0.12, 0.02, 0.87, 0.78))
+    spots = image_mosaic(ax, np.concatenate([originals, recon]), cols, above=10)
+    for j, i in enumerate(idx):
+        x, y = spots[j]
+        ax.text(x, y - 1, f"test #{i}", ha="center", va="bottom", fontsize=9)
+        x, y = spots[cols + j]
+        err = float(np.mean((recon[j] - originals[j]) ** 2))
+        ax.text(x, y - 1, f"MSE {err:.4f}", ha="center", va="bottom", fontsize=9)
+    for row, label in ((0, "original"), (1, "reconstruction")):
+        x, y = spots[row * cols]
+        ax.text(x - 17, y + 14, label, ha="right", va="center", fontsize=11)
+    fig.suptitle(
+        f"{example.title}: test images (top) and their reconstructions (bottom)\n"
+        f"test MSE {test_mse:.5f} over {len(data['Xt']):,} images",
+        fontsize=11,
+    )
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
