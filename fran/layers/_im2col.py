@@ -36,15 +36,26 @@ def im2col(x: np.ndarray, k: int, stride: int, padding: int = 0) -> np.ndarray:
 
 
 def col2im(
-    cols: np.ndarray, C: int, N: int, OH: int, OW: int, k: int, stride: int, H: int, W: int
+    cols: np.ndarray,
+    C: int,
+    N: int,
+    OH: int,
+    OW: int,
+    k: int,
+    stride: int,
+    H: int,
+    W: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Adjoint of im2col without padding: cols (C*k*k, N*OH*OW) -> (C, N, H, W), summing overlaps.
 
     The loop runs over the k*k kernel offsets only; each step adds one strided slab of the whole
-    batch, so overlapping windows (stride < k) accumulate correctly.
+    batch, so overlapping windows (stride < k) accumulate correctly. `out`, if given, is a zeroed
+    (C, N, H, W) array (or view) of ours to add into.
     """
     cols = cols.reshape(C, k, k, N, OH, OW)
-    out = np.zeros((C, N, H, W), dtype=cols.dtype)
+    if out is None:
+        out = np.zeros((C, N, H, W), dtype=cols.dtype)
     for i in range(k):
         for j in range(k):
             out[:, :, i : i + stride * OH : stride, j : j + stride * OW : stride] += cols[:, i, j]
@@ -62,9 +73,10 @@ def batch_first(y2: np.ndarray, N: int, H: int, W: int) -> np.ndarray:
     return y2.reshape(-1, N, H, W).transpose(1, 0, 2, 3)
 
 
-def zeros_in_layout_of(a: np.ndarray, dtype) -> np.ndarray:
+def zeros_in_layout_of(a: np.ndarray, dtype, empty: bool = False) -> np.ndarray:
     """Zeros shaped like `a` whose memory order follows a's strides (a lazily zeroed np.zeros;
-    np.zeros_like would write every byte). Adding an array laid out like `a` into it then streams."""
+    np.zeros_like would write every byte). Adding an array laid out like `a` into it then streams.
+    empty=True skips the zeros, for a caller that writes every element."""
     order = sorted(range(a.ndim), key=lambda i: -abs(a.strides[i]))
-    buf = np.zeros([a.shape[i] for i in order], dtype=dtype)
+    buf = (np.empty if empty else np.zeros)([a.shape[i] for i in order], dtype=dtype)
     return buf.transpose(np.argsort(order))

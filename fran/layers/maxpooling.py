@@ -83,11 +83,18 @@ def _pass(x, axis, k, s, n, with_arg):
 def _unpass(g, masks, like, axis, k, s):
     """Adjoint of _pass: route g to each window's winning offset, summing overlapping windows.
 
-    The result is laid out in memory like `like` (the pass's input), so the adds stream."""
-    out = zeros_in_layout_of(like, g.dtype)
+    The result is laid out in memory like `like` (the pass's input), so the writes stream.
+    Without overlap (s >= k) each element belongs to one window, so the products are written
+    straight into the result; windows that exactly tile the axis leave nothing to zero first."""
     n = g.shape[axis]
+    tiled = s == k and n * k == like.shape[axis]
+    out = zeros_in_layout_of(like, g.dtype, empty=tiled)
     for i in range(k):
-        _offset(out, axis, i, s, n)[...] += g * masks[i]  # a view into our fresh buffer
+        view = _offset(out, axis, i, s, n)  # a view into our fresh buffer
+        if s >= k:
+            np.multiply(g, masks[i], out=view)
+        else:
+            view += g * masks[i]
     return out
 
 
