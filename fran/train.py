@@ -47,7 +47,9 @@ def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
     if X.dtype.kind not in "fiub":
         raise TypeError(f"{fn}: X must hold numbers, got dtype {X.dtype}")
     want = model.input_shape
-    if X.ndim < 1 or X.shape[0] == 0:
+    if X.ndim == 0:
+        raise ValueError(f"{fn}: X must be an array of samples (N, ...), got a scalar {X!r}")
+    if X.shape[0] == 0:
         raise ValueError(
             f"{fn}: X is empty (shape {X.shape}); expected (N, {', '.join(map(str, want))})"
         )
@@ -68,10 +70,13 @@ def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
     return X
 
 
-def _default_loss(model: Model, loss) -> Loss:
+def _default_loss(fn: str, model: Model, loss) -> Loss:
     if loss is None:
         return cross_entropy if isinstance(model.spec.layers[-1], softmax) else mse
-    return get_loss(loss)
+    try:
+        return get_loss(loss)
+    except ValueError as exc:
+        raise ValueError(f"{fn}: {exc}") from None
 
 
 def _output_shape(model: Model) -> tuple:
@@ -208,7 +213,7 @@ def train_nn(
         optimizer = get_optimizer(optimizer)
     except ValueError as exc:
         raise ValueError(f"{fn}: {exc}") from None
-    loss = _default_loss(model, loss)
+    loss = _default_loss(fn, model, loss)
     X = prepare_inputs(fn, model, X)
     y = prepare_targets(fn, model, loss, y, len(X))
     _check_batch_size(fn, batch_size, len(X))
@@ -263,7 +268,7 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
     """
     fn = "evaluate_nn"
     model = _check_model(fn, model)
-    loss = _default_loss(model, loss)
+    loss = _default_loss(fn, model, loss)
     X = prepare_inputs(fn, model, X)
     y = prepare_targets(fn, model, loss, y, len(X))
     _check_batch_size(fn, batch_size, len(X))
