@@ -10,6 +10,7 @@ misclassified.png (classifiers) or reconstructions.png (autoencoders), metrics.j
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -259,7 +260,7 @@ def metadata_for(example: Example, args, history: list[dict]) -> dict:
 def run(example: Example, argv: list[str] | None = None) -> dict:
     """Parse argv, train (or resume) to --epochs, write the reports; returns metrics.json's dict."""
     args = parse_args(example, argv)
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
     model, history = start(example, args, say)
     data = load_data(example, args)
     if model.epoch >= args.epochs:
