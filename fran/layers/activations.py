@@ -23,9 +23,19 @@ def _sigmoid(z):
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
 
 
+def _tanh_vjp(z, y, dy):
+    # dy * (1 - y*y), written into one fresh buffer: the plain expression allocates three
+    # temporaries, and on LeNet's first conv (0.9 MB each) fresh pages cost more than the
+    # arithmetic (1.0 ms against 0.19 ms). The same operations in the same order, so bitwise equal.
+    dz = np.multiply(y, y, dtype=np.result_type(y, dy))
+    np.subtract(1, dz, out=dz)
+    dz *= dy
+    return dz
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "identity": Activation(lambda z: z, lambda z, y, dy: dy),
-    "tanh": Activation(np.tanh, lambda z, y, dy: dy * (1 - y * y)),
+    "tanh": Activation(np.tanh, _tanh_vjp),
     "relu": Activation(lambda z: np.maximum(z, 0), lambda z, y, dy: dy * (z > 0)),
     "sigmoid": Activation(_sigmoid, lambda z, y, dy: dy * (y * (1 - y))),
 }

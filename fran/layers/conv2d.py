@@ -14,7 +14,16 @@ import attrs
 
 from fran import registry
 from fran.layers import _init
-from fran.layers._im2col import batch_first, channels_first, col2im, conv_out, im2col
+from fran.layers._im2col import (
+    batch_first,
+    channels_first,
+    col2im,
+    conv_input_grad_stride1,
+    conv_out,
+    im2col,
+    matmul_wide,
+    matmul_wide_t,
+)
 from fran.layers._validators import compact_repr, non_negative_int, one_of, positive_int
 from fran.layers.activations import ACTIVATIONS
 
@@ -69,7 +78,7 @@ def _forward(spec, params, x):
         conv_out(W, spec.k, spec.stride, spec.padding),
     )
     cols = im2col(x, spec.k, spec.stride, spec.padding)
-    z = params["w"].reshape(O, -1) @ cols
+    z = matmul_wide(params["w"].reshape(O, -1), cols)  # in column blocks: faster
     z += params["b"].reshape(O, 1)
     return cols, z, (N, C, H, W, OH, OW)
 
@@ -87,7 +96,7 @@ def vjp(spec, params, x):
 
     def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, channels_first(dy))
-        grads = {"w": (dz @ cols.T).reshape(params["w"].shape), "b": dz.sum(axis=1)}
+        grads = {"w": matmul_wide_t(dz, cols).reshape(params["w"].shape), "b": dz.sum(axis=1)}
         if not input_grad:
             return grads, None
         w = params["w"]
@@ -98,7 +107,11 @@ def vjp(spec, params, x):
             w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1)
             dx = w_flip @ im2col(batch_first(dz, N, OH, OW), k, 1, k - 1 - p)
             return grads, batch_first(dx, N, H, W)
-        dx = col2im(w.reshape(spec.channels, -1).T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
+        if s == 1:  # the same as the col2im below, in long contiguous adds (faster)
+            dx = conv_input_grad_stride1(w.reshape(spec.channels, -1), dz, N, OH, OW, k)
+        else:
+            w2t = w.reshape(spec.channels, -1).T
+            dx = col2im(w2t @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
         return grads, dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
 
     return batch_first(y, N, OH, OW), pullback
