@@ -47,17 +47,14 @@ def col2im(
     stride: int,
     H: int,
     W: int,
-    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Adjoint of im2col without padding: cols (C*k*k, N*OH*OW) -> (C, N, H, W), summing overlaps.
 
     The loop runs over the k*k kernel offsets only; each step adds one strided slab of the whole
-    batch, so overlapping windows (stride < k) accumulate correctly. `out`, if given, is a zeroed
-    (C, N, H, W) array (or view) of ours to add into.
+    batch, so overlapping windows (stride < k) accumulate correctly.
     """
     cols = cols.reshape(C, k, k, N, OH, OW)
-    if out is None:
-        out = np.zeros((C, N, H, W), dtype=cols.dtype)
+    out = np.zeros((C, N, H, W), dtype=cols.dtype)
     for i in range(k):
         for j in range(k):
             out[:, :, i : i + stride * OH : stride, j : j + stride * OW : stride] += cols[:, i, j]
