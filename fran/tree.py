@@ -94,14 +94,6 @@ def tree_zeros_like(tree):
     return tree_map(np.zeros_like, tree)
 
 
-def tree_add(a, b):
-    return tree_map(np.add, a, b)
-
-
-def tree_scale(tree, s):
-    return tree_map(lambda x: x * s, tree)
-
-
 def tree_vdot(a, b) -> float:
     """Sum over leaves of <a, b>, the inner product used by gradient checks."""
     return float(sum(np.vdot(x, y) for x, y in zip(tree_leaves(a), tree_leaves(b), strict=True)))
