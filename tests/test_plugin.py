@@ -14,15 +14,13 @@ import importlib
 import importlib.metadata
 import json
 import os
-import subprocess
 import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from subprocess_python import run_python
 
 import fran
 from fran import registry
@@ -78,20 +76,7 @@ DISCOVERY_PROBE = """
 
 
 def test_discovered_lazily_in_a_fresh_interpreter(plugin):
-    fran_root = Path(fran.__file__).resolve().parents[1]
-    path = os.pathsep.join(filter(None, [str(fran_root), os.environ.get("PYTHONPATH", "")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    env.pop("FRAN_DISABLE_PLUGIN_AUTOLOAD", None)
-    run = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(DISCOVERY_PROBE)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    out = run_python(DISCOVERY_PROBE)
     assert out["import"] == [0, 0, False], "import fran must not query or load plugins"
     names, imported = out["names"]
     assert NAME in names and {"dense", "conv2d", "maxpooling", "softmax"} <= set(names)

@@ -10,9 +10,6 @@ Every test starts and ends with an empty entry-point cache and the registry as i
 from __future__ import annotations
 
 import importlib.metadata
-import json
-import os
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -20,6 +17,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
+from subprocess_python import run_python
 
 import fran
 from fran import registry
@@ -496,24 +494,6 @@ def test_synthetic_first_entry_point_of_a_name_wins(monkeypatch, tmp_path):
 
 
 # ---------------------------------------------------------------- import fran is cheap
-
-
-def run_python(code: str, *paths: Path) -> dict:
-    """Run `code` in a fresh interpreter that sees `paths` and this fran; return its JSON output."""
-    fran_root = Path(fran.__file__).resolve().parents[1]
-    path = [str(p) for p in (*paths, fran_root)] + [os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-    env.pop("FRAN_DISABLE_PLUGIN_AUTOLOAD", None)
-    run = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 LAZINESS_PROBE = """
