@@ -17,7 +17,7 @@ atomically after every item, and a Markdown table is printed at the end.
 import os
 import sys
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "FRAN_NUM_THREADS")
 
 
 def _threads_from_argv(argv: list[str]) -> int:
@@ -106,15 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--threads",
         type=positive_int,
         default=os.cpu_count() or 1,
-        help="threads for torch and NumPy's BLAS alike (default: os.cpu_count())",
-    )
-    p.add_argument(
-        "--fran-blas-threads",
-        type=positive_int,
-        default=1,
-        help="cap on NumPy's BLAS threads while fran runs, at most --threads (default 1: "
-        "OpenBLAS's thread start-up costs more than it saves on LeNet-sized products; "
-        "needs threadpoolctl)",
+        help="threads for torch, NumPy's BLAS and fran alike (default: os.cpu_count())",
     )
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="JSON results file")
     p.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 1,000 images")
@@ -166,11 +158,6 @@ def blas_thread_limit(threads: int):
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads)
-
-
-def fran_blas(args):
-    """The BLAS thread cap for fran's timed runs: never above --threads."""
-    return blas_thread_limit(min(args.fran_blas_threads, args.threads))
 
 
 def threadpool_info() -> list | None:
@@ -312,8 +299,7 @@ def bench_train(arch: str, X, target, args, tm) -> tuple[list[float], list[float
     fran_times, torch_times = [], []
     for run in range(args.repeats):
         model = fm.warmup(fm.make_model(arch, seed=args.seed + run), X, target, args.batch_size)
-        with fran_blas(args):
-            fran_times.append(timed(lambda m=model: fm.train_epoch(m, X, target, args.batch_size)))
+        fran_times.append(timed(lambda m=model: fm.train_epoch(m, X, target, args.batch_size)))
         trainer = tm.warmup(tm.make_trainer(arch, seed=args.seed + run), xt, tt, args.batch_size)
         torch_times.append(timed(lambda t=trainer: tm.train_epoch(t, xt, tt, args.batch_size)))
         progress(run, args.repeats, fran_times, torch_times)
@@ -328,8 +314,7 @@ def bench_infer(arch: str, X, args, tm) -> tuple[list[float], list[float]]:
     for run in range(args.repeats):
         model = fm.make_model(arch, seed=args.seed + run)
         fm.infer(model, X[:b], b)
-        with fran_blas(args):
-            fran_times.append(timed(lambda m=model: fm.infer(m, X, b)))
+        fran_times.append(timed(lambda m=model: fm.infer(m, X, b)))
         trainer = tm.make_trainer(arch, seed=args.seed + run)
         tm.infer(trainer, xt[:b], b)
         torch_times.append(timed(lambda t=trainer: tm.infer(t, xt, b)))
@@ -608,8 +593,8 @@ def run(args, torch, tm) -> dict:
         f"fran {m['fran']} ({m['fran_git']}) vs PyTorch {m['torch']} on {m['cpu']}\n"
         f"threads: {args.threads} (torch {m['torch_threads']}, OpenBLAS "
         f"{(m['openblas_runtime'] or {}).get('num_threads', '?')}; env {m['thread_env']}); "
-        f"fran's BLAS capped at {min(args.fran_blas_threads, args.threads)} while it runs "
-        f"(threadpoolctl {'present' if m['threadpoolctl'] is not None else 'MISSING: no cap'})\n"
+        f"fran runs {args.threads} threads of its own (FRAN_NUM_THREADS) and holds BLAS to one "
+        f"thread inside them\n"
         f"NumPy {m['numpy']} BLAS: {m['numpy_blas']}\n"
         f"{args.repeats} runs per item, {args.n_train:,} train / {args.n_test:,} test images; "
         f"params per network: {results['param_counts']}; load {m['load_average_at_start']}\n",

@@ -4,7 +4,7 @@ Layers are frozen specs; params are pytrees of read-only arrays; init/apply/vjp 
 functions dispatched through `fran.registry`; training is a fold of `train_step` over batches.
 """
 
-from fran import registry
+from fran import memory, registry
 from fran.engine import apply, init, network, output_shape, vjp
 from fran.io import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from fran.layers import conv2d, conv2d_transpose, dense, flatten, maxpooling, softmax
@@ -14,6 +14,8 @@ from fran.optim import AdamState, Optimizer, SgdState, adam, sgd
 from fran.train import TrainingError, evaluate_nn, predict, train_nn, train_step
 
 __version__ = "0.1.0"
+
+memory.keep_freed_memory()  # glibc keeps freed arrays for reuse: see fran/memory.py
 
 __all__ = [
     "AdamState",

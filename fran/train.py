@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import attrs
 import numpy as np
 
-from fran import engine
+from fran import engine, parallel
 from fran.layers.softmax import softmax
 from fran.losses import Loss, cross_entropy, get_loss, mse
 from fran.model import Model
@@ -143,9 +143,15 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
     x, target = batch
     layers, fused = _split_softmax(model.spec, loss)
     params = model.params[: len(layers)]
-    y, pullback = engine.serial_vjp(layers, params, x, input_grad=False)
-    value, dy = loss.fn(y, target)
-    grads, _ = pullback(dy)
+
+    def value_and_grads(x, target):
+        y, pullback = engine.serial_vjp(layers, params, x, input_grad=False)
+        value, dy = loss.fn(y, target)
+        grads, _ = pullback(dy)
+        return value, grads
+
+    # the batch's mean loss and its gradient, the batch's pieces computed on parallel threads
+    value, grads = parallel.batch_mean(value_and_grads, x, target)
     if fused:
         grads = (*grads, {})
     params, opt_state = optimizer.update(grads, model.opt_state, model.params)
@@ -243,16 +249,12 @@ def train_nn(
     return attrs.evolve(model, spec=attrs.evolve(model.spec, epoch=epoch + 1))
 
 
-def _batched(fn, X, batch_size):
-    return np.concatenate([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
-
-
 def predict(model: Model, X, *, batch_size: int = 500) -> np.ndarray:
-    """The network's outputs for X, computed in batches."""
+    """The network's outputs for X, computed in batches (each split across threads: fran.parallel)."""
     model = _check_model("predict", model)
     X = prepare_inputs("predict", model, X)
     _check_batch_size("predict", batch_size, len(X))
-    return _batched(lambda x: engine.apply(model.spec, model.params, x), X, batch_size)
+    return parallel.map_batches(lambda x: engine.apply(model.spec, model.params, x), X, batch_size)
 
 
 def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict:
@@ -274,7 +276,9 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
     _check_batch_size(fn, batch_size, len(X))
     layers, _ = _split_softmax(model.spec, loss)
     body = engine.network(layers)
-    out = _batched(lambda x: engine.apply(body, model.params[: len(layers)], x), X, batch_size)
+    out = parallel.map_batches(
+        lambda x: engine.apply(body, model.params[: len(layers)], x), X, batch_size
+    )
     value, _ = loss.fn(out, y)
     result = {"loss": value, "n": len(X)}
     if loss.on_logits or isinstance(model.spec.layers[-1], softmax):

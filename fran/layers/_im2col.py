@@ -61,27 +61,34 @@ def col2im(
     return out
 
 
-# Single-threaded OpenBLAS runs a short, very wide product such as (6 x 25) @ (25 x 36864) (LeNet's
-# first convolution on a batch of 64) two to three times slower than the same product cut into
-# blocks of columns (measured: 0.69 ms whole, 0.30 ms in blocks of 4096; the product with the
-# transpose, for the weight gradient, 1.25 ms against 0.40 ms). The best block keeps the block's
-# columns of both operands (the K and M rows of a column) within about 512 kB: 4096 columns for
-# that product, 1024 for LeNet's second conv, (16 x 54) @ (54 x 6400) and its gradients (there
-# 0.47 ms -> 0.24 ms for the weight gradient); wider blocks fall off the cliff again.
+# OpenBLAS runs a short, very wide product such as (6 x 25) @ (25 x 36864) (LeNet's first
+# convolution on a batch of 64) two to three times slower than the same product cut into blocks of
+# columns (measured: 0.69 ms whole, 0.30 ms in blocks of 4096; the product with the transpose, for
+# the weight gradient, 1.25 ms against 0.40 ms). The best block keeps the block's columns of both
+# operands (the K and M rows of a column) within about 512 kB: 4096 columns for that product,
+# 1024 for LeNet's second conv, (16 x 54) @ (54 x 6400) and its gradients (there 0.47 ms -> 0.24 ms
+# for the weight gradient); wider blocks fall off the cliff again. Blocks only pay while the
+# small matrix (weights or weight gradient, M x K) is small: for the Fashion-MNIST CNN's second
+# convolution, (64 x 288) @ (288 x 7744), they cost 15% (forward) to 90% (weight gradient), and
+# whole products of that size also let OpenBLAS use a second core (1.9 ms against 3.8 ms).
 GEMM_BLOCK_BYTES = 1 << 19
+SMALL_MATRIX = 4096  # M * K at most this: compute in column blocks
 
 
-def _block_columns(rows: int, itemsize: int) -> int:
-    """The power-of-two column count (at least 256) whose `rows` rows fit GEMM_BLOCK_BYTES."""
-    fit = GEMM_BLOCK_BYTES // (rows * itemsize)
+def _block_columns(m: int, k: int, itemsize: int) -> int | None:
+    """Columns per block for an (m, k) x (k, n) product, or None to do it whole: the power of two
+    (at least 256) whose m + k rows fit GEMM_BLOCK_BYTES, when m * k <= SMALL_MATRIX."""
+    if m * k > SMALL_MATRIX:
+        return None
+    fit = GEMM_BLOCK_BYTES // ((m + k) * itemsize)
     return max(256, 1 << (fit.bit_length() - 1)) if fit else 256
 
 
 def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (M, K) @ b (K, N), computed one block of columns of b at a time (see above)."""
+    """a (M, K) @ b (K, N), a small a computed one block of columns of b at a time (see above)."""
     m, n = a.shape[0], b.shape[1]
-    block = _block_columns(m + b.shape[0], b.itemsize)
-    if n <= block:
+    block = _block_columns(m, a.shape[1], b.itemsize)
+    if block is None or n <= block:
         return a @ b
     out = np.empty((m, n), dtype=np.result_type(a, b))
     for i in range(0, n, block):
@@ -90,9 +97,11 @@ def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def matmul_wide_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (M, N) @ b.T for b (K, N): the sum over blocks of columns of a_blk @ b_blk.T."""
+    """a (M, N) @ b.T for b (K, N): for a small result, the sum over blocks of a_blk @ b_blk.T."""
     n = a.shape[1]
-    block = _block_columns(a.shape[0] + b.shape[0], b.itemsize)
+    block = _block_columns(a.shape[0], b.shape[0], b.itemsize)
+    if block is None or n <= block:
+        return a @ b.T
     out = a[:, :block] @ b[:, :block].T
     for i in range(block, n, block):
         out += a[:, i : i + block] @ b[:, i : i + block].T

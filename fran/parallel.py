@@ -1,0 +1,135 @@
+"""Using every core: a batch's pieces computed on parallel threads.
+
+NumPy releases the GIL inside its kernels (copies, ufuncs, BLAS), and every layer acts on each
+sample of a batch separately, so the pieces of a batch can run at once on Python threads:
+- training (`batch_mean`): the batch is cut into one piece per thread; each thread computes its
+  piece's mean loss and gradients, and the batch's are their means weighted by piece size (exact,
+  as the losses are means over samples; only the rounding differs from one piece).
+- inference (`map_batches`): each batch of `batch_size` is cut the same way, so at most
+  `batch_size` samples are in flight, as without threads.
+While fran's threads run, NumPy's BLAS is held to one thread each (threadpoolctl): a
+multithreaded OpenBLAS called from two threads at once queues the calls, which measured slower
+than one thread. Measured on this 2-core machine, epochs against one thread with a 2-thread
+BLAS: Fashion-MNIST CNN 5.79 -> 4.09 s, autoencoder 5.68 -> 4.02 s, LeNet-5 unchanged (its
+small operations hold the GIL longer than they compute); LeNet-5 inference 0.26 -> 0.15 s.
+
+The thread count is the number of CPUs this process may use, or FRAN_NUM_THREADS if set;
+FRAN_NUM_THREADS=1 computes everything on the calling thread and leaves BLAS alone. Results
+depend on the thread count only in the last bits (the order of the sums).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from fran.tree import tree_map
+
+ENV = "FRAN_NUM_THREADS"
+MIN_PIECE = 16  # samples: a training batch is split only into pieces at least this big
+
+_pool: ThreadPoolExecutor | None = None
+_blas = None  # threadpoolctl.ThreadpoolController, made on first use
+_lock = threading.Lock()
+
+
+def num_threads() -> int:
+    """FRAN_NUM_THREADS if set, else the number of CPUs this process may run on."""
+    value = os.environ.get(ENV, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    global _pool
+    with _lock:
+        if _pool is None or _pool._max_workers != threads:
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="fran")
+        return _pool
+
+
+def _one_blas_thread():
+    """A context holding NumPy's BLAS to one thread (threadpoolctl's controller, made once)."""
+    global _blas
+    with _lock:
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController  # import fran stays fast
+
+            _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def _forget_threads() -> None:  # a forked child has the pool object but none of its threads
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
+
+
+def _run(fn: Callable, pieces: list) -> list:
+    """[fn(*p) for p in pieces], the pieces on parallel threads (the first on this one)."""
+    if len(pieces) == 1:
+        return [fn(*pieces[0])]
+    with _one_blas_thread():
+        futures = [_executor(num_threads()).submit(fn, *p) for p in pieces[1:]]
+        first = fn(*pieces[0])
+        return [first] + [f.result() for f in futures]
+
+
+def _cuts(n: int, parts: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges cutting range(n) into `parts` nearly equal pieces."""
+    bounds = [n * i // parts for i in range(parts + 1)]
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray):
+    """fn(x, target) -> (mean value, gradient tree), computed piecewise on parallel threads.
+
+    The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the result
+    is the mean of the pieces' results weighted by their sizes."""
+    n = len(x)
+    parts = max(1, min(num_threads(), n // MIN_PIECE))
+    cuts = _cuts(n, parts)
+    results = _run(fn, [(x[a:b], target[a:b]) for a, b in cuts])
+    if parts == 1:
+        return results[0]
+    weights = [(b - a) / n for a, b in cuts]
+    value = sum(w * v for w, (v, _) in zip(weights, results, strict=True))
+
+    def weighted(*leaves):
+        out = leaves[0] * weights[0]  # a fresh array of ours
+        for w, leaf in zip(weights[1:], leaves[1:], strict=True):
+            out += leaf * w
+        return out
+
+    return value, tree_map(weighted, *[g for _, g in results])
+
+
+def map_batches(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int):
+    """np.concatenate of fn over the batches of X, each batch's pieces on parallel threads.
+
+    fn must act on each row separately (a forward pass does); at most batch_size rows are in
+    flight at once."""
+    threads = num_threads()
+    if threads == 1 or len(X) <= 1:
+        return np.concatenate([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
+    piece = -(-min(batch_size, len(X)) // threads)  # ceil: one piece per thread
+    starts = range(0, len(X), piece)
+    with _one_blas_thread():
+        outputs = _executor(threads).map(lambda i: fn(X[i : i + piece]), starts)
+        return np.concatenate(list(outputs))
+
+
+__all__ = ["batch_mean", "map_batches", "num_threads"]
