@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fran.tree import freeze, tree_map, tree_zeros_like
+from fran.tree import freeze, ravel, tree_map, tree_zeros_like
 
 
 class Optimizer(NamedTuple):
@@ -91,19 +91,28 @@ def adam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         return AdamState(0, freeze(tree_zeros_like(params)), freeze(tree_zeros_like(params)))
 
     def update(grads, state, params):
+        # on one vector holding every param (fran.tree.ravel): a dozen NumPy calls in all
         t = state.count + 1
-        mu = freeze(tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads))
-        nu = freeze(tree_map(lambda v, g: b2 * v + (1 - b2) * (g * g), state.nu, grads))
-        step = lr / (1 - b1**t)
-        root_c2 = (1 - b2**t) ** -0.5
-
-        def move(p, m, v):
-            denom = np.sqrt(v)
-            denom *= root_c2  # denom is a fresh temporary
-            denom += eps
-            return p - step * m / denom
-
-        return freeze(tree_map(move, params, mu, nu)), AdamState(t, mu, nu)
+        p, unravel = ravel(params)
+        g, _ = ravel(grads)
+        m, _ = ravel(state.mu)
+        v, _ = ravel(state.nu)
+        tmp = g * (1 - b1)
+        mu = m * b1
+        mu += tmp  # mu = b1 m + (1 - b1) g
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        nu = v * b2
+        nu += tmp  # nu = b2 v + (1 - b2) g^2
+        denom = np.sqrt(nu)
+        denom *= (1 - b2**t) ** -0.5
+        denom += eps
+        np.multiply(mu, lr / (1 - b1**t), out=tmp)
+        tmp /= denom
+        new = p - tmp
+        for vector in (new, mu, nu):
+            vector.flags.writeable = False  # and so every view unravel makes of it
+        return unravel(new), AdamState(t, unravel(mu), unravel(nu))
 
     return Optimizer(f"adam(lr={lr}, b1={b1}, b2={b2}, eps={eps})", init, update)
 

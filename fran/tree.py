@@ -87,7 +87,53 @@ def tree_items(tree, path: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def tree_leaves(tree) -> list:
-    return [leaf for _, leaf in tree_items(tree)]
+    """The leaves in the order of tree_items (dict order, then sequence order), without paths."""
+    out: list = []
+    _collect(tree, out)
+    return out
+
+
+def _collect(tree, out: list) -> None:
+    if isinstance(tree, dict):
+        for v in tree.values():
+            _collect(v, out)
+    elif isinstance(tree, (tuple, list)):
+        for v in tree:
+            _collect(v, out)
+    else:
+        out.append(tree)
+
+
+def ravel(tree) -> tuple[np.ndarray, Callable[[np.ndarray], Any]]:
+    """(vector, unravel): the leaves laid end to end in one fresh 1-D array, and the function
+    turning such a vector back into a tree of the same structure whose leaves are views into it.
+
+    As jax.flatten_util.ravel_pytree. Optimizers work on one vector instead of leaf by leaf: a
+    dozen NumPy calls per step instead of a dozen per leaf, whose Python overhead was most of
+    Adam's time on these small networks. Leaves keep their dtypes through unravel.
+    """
+    leaves = [np.asarray(x) for x in tree_leaves(tree)]
+    vector = np.concatenate([x.ravel() for x in leaves]) if leaves else np.zeros(0)
+
+    def unravel(vec: np.ndarray):
+        views, start = [], 0
+        for x in leaves:
+            view = vec[start : start + x.size].reshape(x.shape)
+            views.append(view if view.dtype == x.dtype else view.astype(x.dtype))
+            start += x.size
+        return _rebuild(tree, iter(views))
+
+    return vector, unravel
+
+
+def _rebuild(tree, leaves: Iterator):
+    """tree's structure with its leaves replaced, in order, by the next items of `leaves`."""
+    if isinstance(tree, dict):
+        return {k: _rebuild(v, leaves) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        children = [_rebuild(v, leaves) for v in tree]
+        return type(tree)(*children) if _is_namedtuple(tree) else type(tree)(children)
+    return next(leaves)
 
 
 def tree_zeros_like(tree):
