@@ -135,6 +135,51 @@ def conv_input_grad_stride1(w2: np.ndarray, dz: np.ndarray, N: int, OH: int, OW:
     return out.reshape(C, N, H, W)
 
 
+# Stride-1 convolution seen from the output side, for layers with fewer outputs than inputs.
+# im2col copies every input value k*k times (C*k*k rows). When O < C it is cheaper to multiply
+# first and shift afterwards: with the input zero-padded and flattened to X (C, L), L = N*Hp*Wp,
+# the kernel offset (i, j) of every window sits at the same flat shift s = i*Wp + j, so
+#   P = Wt @ X, Wt = w as (k*k*O, C) (rows ordered i, j, o):  z[o, l] = sum_ij P[ij, o, l + s_ij]
+# (k*k shifted adds of O rows; positions l past the valid OH x OW corner of each image are
+# garbage, never read back). The adjoint spreads dz the other way round into D (k*k*O, L),
+# D[ij, o, l] = dz[o, l - s_ij], the im2col of dz laid out on the input's grid; then
+# dWt = D @ X.T and dX = Wt.T @ D, with no col2im at all. Every array holds O*k*k rows instead
+# of C*k*k. Measured per batch of 64, against im2col: the autoencoder's last convolution (16 -> 1
+# channels, 28 x 28) forward 9.3 -> 1.8 ms, backward 3.9 -> 1.2 ms; its second (16 -> 8, 14 x 14)
+# forward 4.3 -> 1.7 ms, backward 2.6 -> 3.4 ms; the autoencoder's epoch 4.7 -> 3.0 s.
+
+
+def padded_rows(x: np.ndarray, p: int) -> np.ndarray:
+    """x (N, C, H, W) -> X (C, N*Hp*Wp): channels first, each image zero-padded by p, flattened."""
+    N, C, H, W = x.shape
+    if not p:
+        return channels_first(x)
+    X = np.zeros((C, N, H + 2 * p, W + 2 * p), dtype=x.dtype)
+    X[:, :, p : p + H, p : p + W] = x.transpose(1, 0, 2, 3)
+    return X.reshape(C, -1)
+
+
+def shifted_sum(P: np.ndarray, k: int, Wp: int) -> np.ndarray:
+    """z[o, l] = sum_ij P[ij, o, l + s_ij] for P (k*k, O, L), s_ij = i*Wp + j: (O, L)."""
+    L = P.shape[2]
+    z = P[0].copy()
+    for ij in range(1, k * k):
+        s = (ij // k) * Wp + ij % k
+        z[:, : L - s] += P[ij, :, s:]
+    return z
+
+
+def shifted_spread(dz: np.ndarray, k: int, Wp: int) -> np.ndarray:
+    """D[ij, o, l] = dz[o, l - s_ij] (zero for l < s_ij), the adjoint of shifted_sum: (k*k*O, L)."""
+    O, L = dz.shape
+    D = np.empty((k * k, O, L), dtype=dz.dtype)
+    for ij in range(k * k):
+        s = (ij // k) * Wp + ij % k
+        D[ij, :, :s] = 0
+        D[ij, :, s:] = dz[:, : L - s]
+    return D.reshape(k * k * O, L)
+
+
 def channels_first(x: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> the matrix (C, N*H*W); free when x is a transposed view of (C, N, H, W)."""
     N, C, H, W = x.shape

@@ -3,14 +3,17 @@
 forward: z[n,o] = b[o] + sum_{c,i,j} w[o,c,i,j] x_pad[n,c, s*r+i, s*q+j];  y = act(z)
 as matrices: cols = im2col(x) (C*k*k, N*OH*OW);  Z = W2 @ cols + b,  W2 = w.reshape(O, C*k*k)
 vjp: dZ = act'(z) * dy;  dw = dZ @ cols.T;  db = dZ.sum(cols);  dx = col2im(W2.T @ dZ)
-(the input gradient is a transposed convolution of dy, which is conv2d_transpose's forward;
-with stride 1 it is also a convolution of dZ with the flipped kernel, which we use when O < C).
+(the input gradient is a transposed convolution of dy, which is conv2d_transpose's forward).
+With stride 1 and fewer outputs than inputs (O < C) the layer skips im2col and computes the same
+three products on the output side: P = Wt @ X, z = sum of k*k shifted slices of P, and back
+through D, the shifted copies of dZ: dw from D @ X.T, dx = Wt.T @ D (see _im2col).
 Layout: x (N, C, H, W), w (O, C, k, k) (OIHW), b (O,); OH = floor((H + 2p - k) / s) + 1.
 """
 
 from __future__ import annotations
 
 import attrs
+import numpy as np
 
 from fran import registry
 from fran.layers import _init
@@ -23,6 +26,9 @@ from fran.layers._im2col import (
     im2col,
     matmul_wide,
     matmul_wide_t,
+    padded_rows,
+    shifted_spread,
+    shifted_sum,
 )
 from fran.layers._validators import compact_repr, non_negative_int, one_of, positive_int
 from fran.layers.activations import ACTIVATIONS
@@ -83,36 +89,67 @@ def _forward(spec, params, x):
     return cols, z, (N, C, H, W, OH, OW)
 
 
+def _forward_output_side(spec, params, x):
+    """The same z for stride 1 from X (C, N*Hp*Wp) without im2col (see _im2col.shifted_sum)."""
+    N, C, H, W = x.shape
+    O, k, p = spec.channels, spec.k, spec.padding
+    Hp, Wp = H + 2 * p, W + 2 * p
+    OH, OW = Hp - k + 1, Wp - k + 1
+    X = padded_rows(x, p)
+    wt = params["w"].transpose(2, 3, 0, 1).reshape(k * k * O, C)
+    P = matmul_wide(wt, X).reshape(k * k, O, -1)
+    z = shifted_sum(P, k, Wp).reshape(O, N, Hp, Wp)[:, :, :OH, :OW]
+    z = z + params["b"].reshape(O, 1, 1, 1)  # a compact (O, N, OH, OW) array
+    return (X, wt), z.reshape(O, -1), (N, C, H, W, OH, OW)
+
+
+def _output_side(spec, C) -> bool:
+    """Stride 1 with fewer outputs than inputs: multiply first, shift after (fewer rows)."""
+    return spec.stride == 1 and spec.channels < C
+
+
 def apply(spec, params, x):
-    _, z, (N, _, _, _, OH, OW) = _forward(spec, params, x)
+    forward = _forward_output_side if _output_side(spec, x.shape[1]) else _forward
+    _, z, (N, _, _, _, OH, OW) = forward(spec, params, x)
     return batch_first(ACTIVATIONS[spec.activation].f(z), N, OH, OW)
 
 
 def vjp(spec, params, x):
     act = ACTIVATIONS[spec.activation]
-    cols, z, (N, C, H, W, OH, OW) = _forward(spec, params, x)
+    output_side = _output_side(spec, x.shape[1])
+    saved, z, (N, C, H, W, OH, OW) = (_forward_output_side if output_side else _forward)(
+        spec, params, x
+    )
     y = act.f(z)
-    k, s, p = spec.k, spec.stride, spec.padding
+    O, k, s, p = spec.channels, spec.k, spec.stride, spec.padding
 
     def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, channels_first(dy))
+        if output_side:
+            return _pullback_output_side(dz, input_grad)
+        cols = saved
         grads = {"w": matmul_wide_t(dz, cols).reshape(params["w"].shape), "b": dz.sum(axis=1)}
         if not input_grad:
             return grads, None
-        w = params["w"]
-        if s == 1 and spec.channels < C and p < k:
-            # With fewer outputs than inputs it is cheaper to treat dx as what it is, the
-            # convolution of dz with the flipped kernel, channels swapped, padded by k - 1 - p:
-            # im2col then builds O*k*k rows instead of col2im scattering C*k*k of them.
-            w_flip = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(C, -1)
-            dx = w_flip @ im2col(batch_first(dz, N, OH, OW), k, 1, k - 1 - p)
-            return grads, batch_first(dx, N, H, W)
+        w2 = params["w"].reshape(O, -1)
         if s == 1:  # the same as the col2im below, in long contiguous adds (faster)
-            dx = conv_input_grad_stride1(w.reshape(spec.channels, -1), dz, N, OH, OW, k)
+            dx = conv_input_grad_stride1(w2, dz, N, OH, OW, k)
         else:
-            w2t = w.reshape(spec.channels, -1).T
-            dx = col2im(w2t @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
+            dx = col2im(w2.T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
         return grads, dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
+
+    def _pullback_output_side(dz, input_grad):
+        X, wt = saved
+        Hp, Wp = H + 2 * p, W + 2 * p
+        dz_pad = np.zeros((O, N, Hp, Wp), dtype=dz.dtype)
+        dz_pad[:, :, :OH, :OW] = dz.reshape(O, N, OH, OW)
+        D = shifted_spread(dz_pad.reshape(O, -1), k, Wp)
+        dwt = matmul_wide_t(D, X).reshape(k, k, O, C)
+        grads = {"w": np.ascontiguousarray(dwt.transpose(2, 3, 0, 1)), "b": dz.sum(axis=1)}
+        if not input_grad:
+            return grads, None
+        dX = matmul_wide(wt.T, D).reshape(C, N, Hp, Wp)
+        return grads, dX[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
 
     return batch_first(y, N, OH, OW), pullback
 

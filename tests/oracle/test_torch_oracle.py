@@ -204,6 +204,25 @@ def test_conv2d_ragged(k, stride, padding, h, w, activation):
     check_conv2d(spec, 2, 2, h, w, np.random.default_rng([k, stride, padding, h, w]))
 
 
+# Stride 1 with fewer output than input channels takes the output-side path (no im2col).
+OUTPUT_SIDE_CONV = [
+    # k, out channels, in channels, padding, H, W
+    (3, 1, 16, 1, 9, 7),
+    (3, 8, 16, 1, 7, 7),
+    (1, 2, 3, 2, 4, 5),
+    (4, 2, 5, 0, 6, 9),
+    (2, 1, 2, 3, 3, 2),
+    (5, 3, 4, 2, 5, 5),
+]
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize(("k", "out", "inp", "padding", "h", "w"), OUTPUT_SIDE_CONV)
+def test_conv2d_output_side(k, out, inp, padding, h, w, activation):
+    spec = fran.conv2d(k, out, padding=padding, activation=activation)
+    check_conv2d(spec, 3, inp, h, w, np.random.default_rng([k, out, inp, padding, h, w]))
+
+
 # ---------------------------------------------------------------- conv2d_transpose
 
 
