@@ -6,6 +6,8 @@ A network that ends in softmax() is trained on the logits before it (the fused, 
 of DLFS's SoftmaxWithLoss): -1/p is never formed, so saturated outputs give no NaN or inf.
 mse is the mean over all elements, as torch's MSELoss:  L = mean (y - t)^2,  dL/dy = 2 (y - t) / size.
 Targets for cross_entropy are integer labels (N,) or one-hot / soft rows (N, K).
+A Loss of your own must likewise be a mean over the batch's samples: train_step cuts a batch into
+pieces on parallel threads and weights the pieces' values and gradients by their sizes.
 """
 
 from __future__ import annotations

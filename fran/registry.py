@@ -8,7 +8,9 @@ The contract (the same for built-ins and plugins):
     apply(spec, params, x)        -> y, for a batch x (NCHW for images)
     vjp(spec, params, x)          -> (y, pullback), pullback(gy) -> (gparams, gx)
 
-`gparams` has the same keys and shapes as `params`; nothing is mutated in place.
+`gparams` has the same keys and shapes as `params`; nothing is mutated in place. A layer acts
+on each sample of a batch on its own (no batch statistics): training and inference cut batches
+into pieces computed on parallel threads (fran.parallel), so the functions must be thread-safe.
 
 One optional extra: a layer whose pullback also accepts `pullback(gy, input_grad=False)`, and
 then returns (gparams, None) without computing gx, registers with `skips_input_grad=True`.

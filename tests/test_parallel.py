@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from subprocess_python import run_python
 
 from fran import (
     adam,
@@ -28,7 +29,6 @@ from fran import (
 )
 from fran import parallel as par
 from fran.tree import tree_leaves
-from tests.subprocess_python import run_python
 
 
 def _cnn(dtype=np.float64, seed=0):
