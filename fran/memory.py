@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
 M_MMAP_THRESHOLD = -3
@@ -33,13 +32,21 @@ ENV = "FRAN_MALLOC_TUNING"
 applied: bool = False  # whether keep_freed_memory() changed the settings in this process
 
 
+def _is_glibc() -> bool:
+    """Whether the C library is glibc (os.confstr is cheap; the platform module costs 12 ms)."""
+    try:
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError, AttributeError):  # not a glibc system, or not POSIX
+        return False
+
+
 def keep_freed_memory() -> bool:
     """Set glibc's mmap and trim thresholds (see the module docstring); True if they were set.
 
     Does nothing, and returns False, when FRAN_MALLOC_TUNING=0 or the C library is not glibc.
     """
     global applied
-    if os.environ.get(ENV, "1").strip() == "0" or platform.libc_ver()[0] != "glibc":
+    if os.environ.get(ENV, "1").strip() == "0" or not _is_glibc():
         return False
     try:
         libc = ctypes.CDLL(None)  # the C library the interpreter itself is linked with

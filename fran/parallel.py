@@ -23,11 +23,14 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fran.tree import tree_map
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 ENV = "FRAN_NUM_THREADS"
 MIN_PIECE = 16  # samples: a training batch is split only into pieces at least this big
@@ -51,6 +54,8 @@ def num_threads() -> int:
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
+    from concurrent.futures import ThreadPoolExecutor  # on first use: import fran stays fast
+
     global _pool
     with _lock:
         if _pool is None or _pool._max_workers != threads:
