@@ -165,3 +165,42 @@ def test_updates_are_pure_and_return_read_only_params(opt):
 def test_bad_hyperparameters_raise(make, field):
     with pytest.raises(ValueError, match=field):
         make()
+
+
+def test_ravel_round_trips_a_tree_and_keeps_dtypes():
+    from fran.tree import ravel
+
+    tree = (
+        {"w": np.arange(6.0).reshape(2, 3), "b": np.array([7.0, 8.0])},
+        {},
+        {"w": np.array([[9, 10]], dtype=np.int32)},
+    )
+    vector, unravel = ravel(tree)
+    assert vector.ndim == 1 and vector.size == 10
+    np.testing.assert_array_equal(vector, [0, 1, 2, 3, 4, 5, 7, 8, 9, 10])
+    back = unravel(vector * 2)
+    assert back[1] == {} and back[0]["w"].shape == (2, 3) and back[2]["w"].dtype == np.int32
+    np.testing.assert_array_equal(back[0]["b"], [14.0, 16.0])
+    np.testing.assert_array_equal(back[2]["w"], [[18, 20]])
+    assert back[0]["w"].base is back[0]["b"].base  # views of one vector
+
+
+def test_ravel_of_an_empty_tree():
+    from fran.tree import ravel
+
+    vector, unravel = ravel(({}, {}))
+    assert vector.size == 0 and unravel(vector) == ({}, {})
+
+
+def test_adam_params_and_moments_are_read_only_views_of_vectors():
+    params = ({"w": np.ones((2, 3)), "b": np.zeros(3)}, {"w": np.ones(4)})
+    opt = adam(0.1)
+    state = opt.init(params)
+    grads = tree_map(lambda a: np.full_like(a, 0.5), params)
+    for _ in range(3):  # the second and later steps start from views, as in training
+        params, state = opt.update(grads, state, params)
+    for tree in (params, state.mu, state.nu):
+        leaves = [a for _, a in tree_items(tree)]
+        assert all(not a.flags.writeable for a in leaves)
+        with pytest.raises(ValueError):
+            leaves[0][...] = 0
