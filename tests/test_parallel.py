@@ -206,3 +206,14 @@ def test_malloc_settings_keep_freed_arrays_for_the_next_step():
     # glibc's defaults hand the 24 MiB back to the kernel each time: ~6,000 faults a step
     assert off["faults"] > 10_000
     assert on["faults"] < 500
+
+
+def test_training_on_threads_is_bitwise_reproducible():
+    from fran import train_nn
+
+    x, y = _data(200)
+    with _threads(2):
+        runs = [train_nn(_cnn(np.float32), x, y, batch_size=64, seed=3) for _ in range(3)]
+    for other in runs[1:]:
+        for a, b in zip(tree_leaves(runs[0].params), tree_leaves(other.params), strict=True):
+            assert np.array_equal(a, b)
