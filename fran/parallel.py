@@ -59,6 +59,8 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None or _pool._max_workers != threads:
+            if _pool is not None:  # FRAN_NUM_THREADS changed: let the old threads end
+                _pool.shutdown(wait=False)
             _pool = ThreadPoolExecutor(threads, thread_name_prefix="fran")
         return _pool
 

@@ -217,3 +217,14 @@ def test_training_on_threads_is_bitwise_reproducible():
     for other in runs[1:]:
         for a, b in zip(tree_leaves(runs[0].params), tree_leaves(other.params), strict=True):
             assert np.array_equal(a, b)
+
+
+def test_changing_the_thread_count_replaces_the_pool():
+    x = np.arange(40.0).reshape(40, 1)
+    with _threads(2):
+        par.map_batches(lambda a: a, x, 10)
+        first = par._pool
+    with _threads(3):
+        np.testing.assert_array_equal(par.map_batches(lambda a: a + 1, x, 10), x + 1)
+        assert par._pool is not first and par._pool._max_workers == 3
+    assert first._shutdown
