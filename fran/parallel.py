@@ -10,8 +10,10 @@ sample of a batch separately, so the pieces of a batch can run at once on Python
 While fran's threads run, NumPy's BLAS is held to one thread each (threadpoolctl): a
 multithreaded OpenBLAS called from two threads at once queues the calls, which measured slower
 than one thread. Measured on this 2-core machine, epochs against one thread with a 2-thread
-BLAS: Fashion-MNIST CNN 5.79 -> 4.09 s, autoencoder 5.68 -> 4.02 s, LeNet-5 unchanged (its
-small operations hold the GIL longer than they compute); LeNet-5 inference 0.26 -> 0.15 s.
+BLAS: Fashion-MNIST CNN 5.79 -> 4.09 s, autoencoder 5.68 -> 4.02 s, LeNet-5 inference
+0.26 -> 0.15 s; LeNet-5 training gains only ~7% (a step of 6.5 ms), because its many small NumPy
+calls each hand the GIL from one thread to the other. Pieces smaller than half a batch of 64
+measured no better for the Fashion-MNIST CNN and worse for LeNet-5.
 
 The thread count is the number of CPUs this process may use, or FRAN_NUM_THREADS if set;
 FRAN_NUM_THREADS=1 computes everything on the calling thread and leaves BLAS alone. Results
