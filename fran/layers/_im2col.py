@@ -108,6 +108,15 @@ def matmul_wide_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
+def in_corner(dz: np.ndarray, N: int, OH: int, OW: int, H: int, W: int) -> np.ndarray:
+    """dz (O, N*OH*OW) in the top-left OH x OW corner of zeros (O, N, H, W), as (O, N*H*W):
+    on that grid every kernel offset (i, j) of a stride-1 window is one flat shift i*W + j."""
+    O = dz.shape[0]
+    out = np.zeros((O, N, H, W), dtype=dz.dtype)
+    out[:, :, :OH, :OW] = dz.reshape(O, N, OH, OW)
+    return out.reshape(O, N * H * W)
+
+
 def conv_input_grad_stride1(w2: np.ndarray, dz: np.ndarray, N: int, OH: int, OW: int, k: int):
     """col2im(w2.T @ dz) for stride 1, computed with contiguous shifted adds: (C, N, H, W).
 
@@ -119,13 +128,10 @@ def conv_input_grad_stride1(w2: np.ndarray, dz: np.ndarray, N: int, OH: int, OW:
     The padded positions hold zeros, so what they add (even past the end) is nothing.
     (LeNet's second conv: 0.72 ms against 0.96 ms, the 44% wider product included.)
     """
-    O = dz.shape[0]
     C = w2.shape[1] // (k * k)
     H, W = OH + k - 1, OW + k - 1
     L = N * H * W
-    dz_pad = np.zeros((O, N, H, W), dtype=dz.dtype)
-    dz_pad[:, :, :OH, :OW] = dz.reshape(O, N, OH, OW)
-    d = matmul_wide(w2.T, dz_pad.reshape(O, L)).reshape(C, k * k, L)
+    d = matmul_wide(w2.T, in_corner(dz, N, OH, OW, H, W)).reshape(C, k * k, L)
     out = d[:, 0].copy()
     for i in range(k):
         for j in range(k):

@@ -24,6 +24,7 @@ from fran.layers._im2col import (
     conv_input_grad_stride1,
     conv_out,
     im2col,
+    in_corner,
     matmul_wide,
     matmul_wide_t,
     padded_rows,
@@ -103,54 +104,59 @@ def _forward_output_side(spec, params, x):
     return (X, wt), z.reshape(O, -1), (N, C, H, W, OH, OW)
 
 
-def _output_side(spec, C) -> bool:
-    """Stride 1 with fewer outputs than inputs: multiply first, shift after (fewer rows)."""
-    return spec.stride == 1 and spec.channels < C
+def _backward(spec, params, cols, dz, dims, input_grad):
+    N, C, H, W, OH, OW = dims
+    O, k, s, p = spec.channels, spec.k, spec.stride, spec.padding
+    grads = {"w": matmul_wide_t(dz, cols).reshape(params["w"].shape), "b": dz.sum(axis=1)}
+    if not input_grad:
+        return grads, None
+    w2 = params["w"].reshape(O, -1)
+    if s == 1:  # the same as the col2im below, in long contiguous adds (faster)
+        dx = conv_input_grad_stride1(w2, dz, N, OH, OW, k)
+    else:
+        dx = col2im(w2.T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
+    return grads, dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
+
+
+def _backward_output_side(spec, params, saved, dz, dims, input_grad):
+    X, wt = saved
+    N, C, H, W, OH, OW = dims
+    O, k, p = spec.channels, spec.k, spec.padding
+    Hp, Wp = H + 2 * p, W + 2 * p
+    D = shifted_spread(in_corner(dz, N, OH, OW, Hp, Wp), k, Wp)
+    dwt = matmul_wide_t(D, X).reshape(k, k, O, C)
+    grads = {"w": np.ascontiguousarray(dwt.transpose(2, 3, 0, 1)), "b": dz.sum(axis=1)}
+    if not input_grad:
+        return grads, None
+    dX = matmul_wide(wt.T, D).reshape(C, N, Hp, Wp)
+    return grads, dX[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
+
+
+def _passes(spec, C):
+    """(forward, backward): on the output side for stride 1 with fewer outputs than inputs
+    (multiply first, shift after: fewer rows), else through im2col."""
+    if spec.stride == 1 and spec.channels < C:
+        return _forward_output_side, _backward_output_side
+    return _forward, _backward
 
 
 def apply(spec, params, x):
-    forward = _forward_output_side if _output_side(spec, x.shape[1]) else _forward
+    forward, _ = _passes(spec, x.shape[1])
     _, z, (N, _, _, _, OH, OW) = forward(spec, params, x)
     return batch_first(ACTIVATIONS[spec.activation].f(z), N, OH, OW)
 
 
 def vjp(spec, params, x):
     act = ACTIVATIONS[spec.activation]
-    output_side = _output_side(spec, x.shape[1])
-    saved, z, (N, C, H, W, OH, OW) = (_forward_output_side if output_side else _forward)(
-        spec, params, x
-    )
+    forward, backward = _passes(spec, x.shape[1])
+    saved, z, dims = forward(spec, params, x)
     y = act.f(z)
-    O, k, s, p = spec.channels, spec.k, spec.stride, spec.padding
 
     def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, channels_first(dy))
-        if output_side:
-            return _pullback_output_side(dz, input_grad)
-        cols = saved
-        grads = {"w": matmul_wide_t(dz, cols).reshape(params["w"].shape), "b": dz.sum(axis=1)}
-        if not input_grad:
-            return grads, None
-        w2 = params["w"].reshape(O, -1)
-        if s == 1:  # the same as the col2im below, in long contiguous adds (faster)
-            dx = conv_input_grad_stride1(w2, dz, N, OH, OW, k)
-        else:
-            dx = col2im(w2.T @ dz, C, N, OH, OW, k, s, H + 2 * p, W + 2 * p)
-        return grads, dx[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
+        return backward(spec, params, saved, dz, dims, input_grad)
 
-    def _pullback_output_side(dz, input_grad):
-        X, wt = saved
-        Hp, Wp = H + 2 * p, W + 2 * p
-        dz_pad = np.zeros((O, N, Hp, Wp), dtype=dz.dtype)
-        dz_pad[:, :, :OH, :OW] = dz.reshape(O, N, OH, OW)
-        D = shifted_spread(dz_pad.reshape(O, -1), k, Wp)
-        dwt = matmul_wide_t(D, X).reshape(k, k, O, C)
-        grads = {"w": np.ascontiguousarray(dwt.transpose(2, 3, 0, 1)), "b": dz.sum(axis=1)}
-        if not input_grad:
-            return grads, None
-        dX = matmul_wide(wt.T, D).reshape(C, N, Hp, Wp)
-        return grads, dX[:, :, p : p + H, p : p + W].transpose(1, 0, 2, 3)
-
+    N, _, _, _, OH, OW = dims
     return batch_first(y, N, OH, OW), pullback
 
 
