@@ -54,7 +54,6 @@ import pstats
 import resource
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -521,17 +520,9 @@ def markdown_table(results: dict) -> str:
 
 
 def write_json(results: dict, path: Path) -> None:
-    """Write atomically: a temporary file beside `path`, then os.replace."""
+    """Write atomically (fran.io.write_json: a temporary file beside `path`, then os.replace)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    fran.io.write_json(path, results)
 
 
 # ---------------------------------------------------------------- main

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -322,7 +319,7 @@ def report(example: Example, model, data: dict, args, history: list[dict], say) 
         "n_test": len(data["Xt"]),
         "n_params": int(sum(a.size for p in model.params for a in p.values())),
     } | extra
-    write_json_atomic(out / "metrics.json", metrics)
+    fran.io.write_json(out / "metrics.json", metrics)
     fran.save(out / "model.npz", model, metadata=metadata_for(example, args, history))
     files = ["learning_curve.png", *pictures, "metrics.json", "model.npz", "checkpoint.npz"]
     say(final_line(final))
@@ -350,19 +347,6 @@ def final_line(final: dict) -> str:
     if "test_accuracy" in final:
         text += f", test accuracy {100 * final['test_accuracy']:.2f}%"
     return text
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    """Write JSON to a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def confusion(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:

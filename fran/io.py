@@ -216,7 +216,7 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write via a fsynced temp file in the same folder, then os.replace it onto `path`."""
     directory = path.parent
     tmp = tempfile.NamedTemporaryFile(
@@ -237,6 +237,12 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     _fsync_dir(directory)
 
 
+def write_json(path, obj) -> None:
+    """obj as indented JSON in `path`, written atomically (reports, metrics, benchmark results)."""
+    text = json.dumps(obj, indent=2) + "\n"
+    atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+
+
 def save(path, model: Model, *, metadata: dict | None = None) -> None:
     """Save a model (spec, params, optimizer state, counters, seed) to one .npz file, atomically.
 
@@ -248,7 +254,7 @@ def save(path, model: Model, *, metadata: dict | None = None) -> None:
         TypeError: a spec field or the metadata cannot be stored as JSON.
     """
     arrays = _arrays_and_meta(model, metadata)
-    _atomic_write(Path(path), lambda fh: np.savez(fh, allow_pickle=False, **arrays))
+    atomic_write(Path(path), lambda fh: np.savez(fh, allow_pickle=False, **arrays))
 
 
 # ----------------------------------------------------------------------------- reading
