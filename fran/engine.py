@@ -1,11 +1,16 @@
-"""The engine: init/apply/vjp/output_shape dispatched through the registry, and the network spec.
+"""The engine: init/init_state/apply/vjp/output_shape dispatched through the registry, and the
+network spec.
 
-A network is itself a registered layer whose rules are folds over its layers' rules:
-apply is a left fold; vjp is a left fold that collects pullbacks, and its pullback a right fold
-that threads the cotangent backwards and gathers each layer's gradients into a tuple.
+A network is itself a registered layer whose rules are folds over its layers' rules: apply is a
+left fold threading x and each layer's state; vjp is a left fold that collects pullbacks, and its
+pullback a right fold that threads the cotangent backwards and gathers each layer's gradients
+into a tuple. The fold gives each layer only what it declared (fran.registry): its mode, a
+Generator spawned for its position from the caller's key, its own state.
 """
 
 from __future__ import annotations
+
+import functools
 
 import attrs
 import numpy as np
@@ -44,14 +49,124 @@ def init(spec, shape, rng=0, dtype=np.float32):
     return freeze(tree_map(lambda a: np.array(a, dtype=dtype), params))
 
 
-def apply(spec, params, x):
-    """The layer's output for a batch x."""
-    return registry.rules_for(spec).apply(spec, params, x)
+def init_state(spec, shape, dtype=np.float32):
+    """Fresh, read-only state for `spec` on per-sample input `shape`: running statistics and the
+    like ({} for a layer without state; a tuple of them for a network)."""
+    state = _init_state(spec, tuple(shape))
+    return freeze(tree_map(lambda a: np.array(a, dtype=dtype), state))
 
 
-def vjp(spec, params, x):
-    """(y, pullback) with pullback(gy) -> (gparams, gx), gparams shaped like params."""
-    return registry.rules_for(spec).vjp(spec, params, x)
+def _init_state(spec, shape):
+    rules = registry.rules_for(spec)
+    return {} if rules.init_state is None else rules.init_state(spec, shape)
+
+
+def as_rng(key):
+    """A Generator from a key: an int or a tuple of ints (reproducible), a Generator (used as
+    it is, so consumed), or None (no randomness: only inference may do without)."""
+    if key is None or isinstance(key, np.random.Generator):
+        return key
+    try:
+        return np.random.default_rng(key)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"key must be an int, a tuple of non-negative ints or a numpy Generator, got {key!r}"
+        ) from None
+
+
+def _options(rules, spec, state, rng, training) -> dict:
+    """The keywords a layer declared at registration, and only those."""
+    kw = {}
+    if rules.has_modes:
+        kw["training"] = training
+    if rules.needs_rng:
+        kw["rng"] = rng
+    if rules.init_state is not None:
+        if state is None and not sublayers(spec):  # a network or block folds None down
+            raise ValueError(
+                f"{spec!r} carries state (running statistics): pass state=, e.g. model.state "
+                f"or fran.init_state(spec, shape)"
+            )
+        kw["state"] = state
+    return kw
+
+
+def layer_apply(spec, params, x, state=None, rng=None, training=False):
+    """(y, new state) for one layer of any kind: the one place that calls `rules.apply`."""
+    rules = registry.rules_for(spec)
+    out = rules.apply(spec, params, x, **_options(rules, spec, state, rng, training))
+    return out if rules.init_state is not None else (out, state)
+
+
+def layer_vjp(spec, params, x, state=None, rng=None, training=False):
+    """(y, pullback, new state) for one layer of any kind: the one place that calls `rules.vjp`."""
+    rules = registry.rules_for(spec)
+    out = rules.vjp(spec, params, x, **_options(rules, spec, state, rng, training))
+    return out if rules.init_state is not None else (*out, state)
+
+
+def pull(pullback, gy, input_grad: bool = True):
+    """pullback(gy), or with input_grad=False (gparams, None), skipping gx where it can."""
+    if input_grad:
+        return pullback(gy)
+    if _takes_input_grad(pullback):
+        return pullback(gy, input_grad=False)
+    return pullback(gy)[0], None
+
+
+def _takes_input_grad(fn) -> bool:
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        return "input_grad" in code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    import inspect
+
+    return "input_grad" in inspect.signature(fn).parameters
+
+
+def apply(spec, params, x, *, state=None, key=None, training=False):
+    """The output for a batch x; `training` picks the mode, `key` seeds any randomness.
+
+    A layer with state (batch norm) reads `state`; in training its updated state is dropped
+    here: use apply_with_state to keep it."""
+    return layer_apply(spec, params, x, state, as_rng(key), bool(training))[0]
+
+
+def apply_with_state(spec, params, x, *, state=None, key=None, training=False):
+    """(y, new state): apply that also returns the state the layers updated."""
+    return layer_apply(spec, params, x, state, as_rng(key), bool(training))
+
+
+def vjp(spec, params, x, *, state=None, key=None, training=False):
+    """(y, pullback), pullback(gy) -> (gparams, gx), in either mode (inference by default: a
+    trained model's gradient with respect to its input, for saliency maps)."""
+    return layer_vjp(spec, params, x, state, as_rng(key), bool(training))[:2]
+
+
+def vjp_with_state(spec, params, x, *, state=None, key=None, training=False):
+    """(y, pullback, new state)."""
+    return layer_vjp(spec, params, x, state, as_rng(key), bool(training))
+
+
+def sublayers(spec) -> tuple:
+    """The layer specs held in spec's attrs fields (a network's layers, a residual's branches)."""
+    found = []
+    for field in attrs.fields(type(spec)) if attrs.has(type(spec)) else ():
+        value = getattr(spec, field.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if attrs.has(type(v)) and type(v) in registry._BY_TYPE:
+                found.append(v)
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=256)
+def whole_batch(spec) -> bool:
+    """Whether training must see the batch whole: some layer inside is random, stateful or
+    batchwise (cutting the batch would change its numbers with the thread count)."""
+    inner = sublayers(spec)
+    if inner:
+        return any(whole_batch(s) for s in inner)
+    rules = registry.rules_for(spec)
+    return rules.needs_rng or rules.batchwise or rules.init_state is not None
 
 
 def _check_layers(instance, attribute, layers) -> None:
@@ -105,38 +220,52 @@ def _net_init(spec, shape, rng):
     )
 
 
-def _net_apply(spec, params, x):
-    for layer, p in zip(spec.layers, params, strict=True):
-        x = registry.rules_for(layer).apply(layer, p, x)
-    return x
+def _net_init_state(spec, shape):
+    shapes = _shapes(spec, shape)
+    return tuple(_init_state(layer, s) for layer, s in zip(spec.layers, shapes, strict=False))
 
 
-def serial_vjp(layers, params, x, *, input_grad: bool = True):
-    """vjp of a sequence of layers: forward fold collecting pullbacks, backward fold over them.
+def _spawn(rng, n: int) -> list:
+    return rng.spawn(n) if rng is not None else [None] * n
 
-    With input_grad=False the pullback returns gx=None and lets a first layer registered with
-    skips_input_grad skip computing it (training never needs the gradient of the data).
-    """
-    pullbacks = []
-    for layer, p in zip(layers, params, strict=True):
-        x, pb = registry.rules_for(layer).vjp(layer, p, x)
+
+def serial_apply(layers, params, x, state, rng, training):
+    """apply of a sequence of layers: a left fold threading x and each layer's state."""
+    state = (None,) * len(layers) if state is None else state
+    new_state = []
+    for layer, p, s, r in zip(layers, params, state, _spawn(rng, len(layers)), strict=True):
+        x, s = layer_apply(layer, p, x, s, r, training)
+        new_state.append(s)
+    return x, tuple(new_state)
+
+
+def serial_vjp(layers, params, x, state, rng, training):
+    """vjp of a sequence of layers: a forward fold collecting pullbacks (and the new states),
+    and a pullback folding the cotangent back through them. pullback(gy, input_grad=False)
+    passes input_grad=False on to the first layer."""
+    state = (None,) * len(layers) if state is None else state
+    pullbacks, new_state = [], []
+    for layer, p, s, r in zip(layers, params, state, _spawn(rng, len(layers)), strict=True):
+        x, pb, s = layer_vjp(layer, p, x, s, r, training)
         pullbacks.append(pb)
-    first_skips = not input_grad and registry.rules_for(layers[0]).skips_input_grad
+        new_state.append(s)
 
-    def pullback(gy):
+    def pullback(gy, input_grad=True):
         grads = []
         for i in range(len(pullbacks) - 1, -1, -1):
-            g, gy = (
-                pullbacks[i](gy, input_grad=False) if i == 0 and first_skips else pullbacks[i](gy)
-            )
+            g, gy = pull(pullbacks[i], gy, input_grad or i > 0)
             grads.append(g)
-        return tuple(reversed(grads)), (gy if input_grad else None)
+        return tuple(reversed(grads)), gy
 
-    return x, pullback
+    return x, pullback, tuple(new_state)
 
 
-def _net_vjp(spec, params, x):
-    return serial_vjp(spec.layers, params, x)
+def _net_apply(spec, params, x, *, state, rng, training):
+    return serial_apply(spec.layers, params, x, state, rng, training)
+
+
+def _net_vjp(spec, params, x, *, state, rng, training):
+    return serial_vjp(spec.layers, params, x, state, rng, training)
 
 
 registry.register(
@@ -146,4 +275,7 @@ registry.register(
     init=_net_init,
     apply=_net_apply,
     vjp=_net_vjp,
+    has_modes=True,
+    needs_rng=True,
+    init_state=_net_init_state,
 )

@@ -14,31 +14,54 @@ import numpy as np
 from fran import engine, registry
 from fran.engine import network
 from fran.layers import _init
-from fran.tree import tree_leaves, tree_size
+from fran.tree import tree_items, tree_leaves, tree_size
 
 
-@attrs.frozen(repr=False)
+def _fresh_state(model) -> tuple:
+    return engine.init_state(model.spec, model.input_shape, model.dtype)
+
+
+@attrs.frozen(repr=False, eq=False)
 class Model:
-    """An initialised network. `print(model)` shows its summary table."""
+    """An initialised network. `print(model)` shows its summary table.
+
+    Fields: the network spec, its params (trainable), its input shape, the optimizer state, the
+    seed, the layers' state (running statistics: a tuple like params, {} for layers without),
+    the training counters `epoch` and `step` (they start from the spec's, as in
+    `network([...], 0, 0)`) and `dtype`. Two Models are equal (==) when all of these are, arrays
+    compared element by element.
+    """
 
     spec: network
     params: tuple
     input_shape: tuple
     opt_state: Any = None
     seed: int = 0
+    dtype: np.dtype = attrs.field(
+        default=attrs.Factory(lambda self: _params_dtype(self.params), takes_self=True),
+        converter=np.dtype,
+    )
+    state: tuple = attrs.field(default=attrs.Factory(_fresh_state, takes_self=True))
+    epoch: int = attrs.field(default=attrs.Factory(lambda self: self.spec.epoch, takes_self=True))
+    step: int = attrs.field(default=attrs.Factory(lambda self: self.spec.step, takes_self=True))
 
-    @property
-    def epoch(self) -> int:
-        return self.spec.epoch
+    def __eq__(self, other) -> bool:
+        if type(other) is not Model:
+            return NotImplemented
+        same = (
+            self.spec == other.spec
+            and self.input_shape == other.input_shape
+            and self.seed == other.seed
+            and (self.epoch, self.step, self.dtype) == (other.epoch, other.step, other.dtype)
+            and type(self.opt_state) is type(other.opt_state)
+        )
+        return same and all(
+            _tree_equal(a, b)
+            for a, b in ((self.params, other.params), (self.state, other.state),
+                         (self.opt_state, other.opt_state))
+        )
 
-    @property
-    def step(self) -> int:
-        return self.spec.step
-
-    @property
-    def dtype(self) -> np.dtype:
-        leaves = tree_leaves(self.params)
-        return leaves[0].dtype if leaves else np.dtype(np.float32)
+    __hash__ = None  # holds arrays
 
     def __str__(self) -> str:
         return summary(self)
@@ -49,6 +72,18 @@ class Model:
             f"<fran Model: {len(self.spec.layers)} layers, input {self.input_shape}, "
             f"{n:,} params, epoch {self.epoch}, step {self.step}>"
         )
+
+
+def _params_dtype(params) -> np.dtype:
+    leaves = tree_leaves(params)
+    return leaves[0].dtype if leaves else np.dtype(np.float32)
+
+
+def _tree_equal(a, b) -> bool:
+    ia, ib = list(tree_items(a)), list(tree_items(b))
+    return [p for p, _ in ia] == [p for p, _ in ib] and all(
+        np.array_equal(x, y) for (_, x), (_, y) in zip(ia, ib, strict=True)
+    )
 
 
 def _input_shape(spec: network, m_in: int, n_in: int, channels: int) -> tuple:
@@ -94,7 +129,8 @@ def init_weights(
         seed: seeds the weights and, later, the per-epoch shuffle.
         dtype: float32 for training, float64 for gradient checks.
     Returns:
-        A Model with read-only params, counters as in the spec and no optimizer state yet.
+        A Model with read-only params and state, counters as in the spec and no optimizer
+        state yet (train_step and train_nn make the optimizer's on first use).
     """
     spec = model.spec if isinstance(model, Model) else model
     if not isinstance(spec, network):
@@ -117,7 +153,7 @@ def init_weights(
         spec = attrs.evolve(spec, layers=layers)
     shape = _input_shape(spec, m_in, n_in, channels)
     params = engine.init(spec, shape, np.random.default_rng(seed), dtype=dtype)
-    return Model(spec=spec, params=params, input_shape=shape, seed=int(seed))
+    return Model(spec=spec, params=params, input_shape=shape, seed=int(seed), dtype=dtype)
 
 
 def layer_name(layer) -> str:
@@ -125,23 +161,31 @@ def layer_name(layer) -> str:
 
 
 def summary(model: Model) -> str:
-    """A table like Keras' model.summary(): each layer, its output shape, its parameter count."""
+    """A table like Keras' model.summary(): each layer, its output shape, its trainable parameter
+    count and its state (non-trainable: running statistics) count, with totals."""
     shapes = engine._shapes(model.spec, model.input_shape)[1:]
-    rows = [("#", "layer", "output shape", "params")]
-    total = 0
-    for i, (layer, shape, p) in enumerate(
-        zip(model.spec.layers, shapes, model.params, strict=True)
+    rows = [("#", "layer", "output shape", "params", "state")]
+    total = total_state = 0
+    for i, (layer, shape, p, st) in enumerate(
+        zip(model.spec.layers, shapes, model.params, model.state, strict=True)
     ):
-        n = tree_size(p)
-        total += n
-        rows.append((str(i), repr(layer), str(shape), f"{n:,}"))
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    line = "-" * (sum(widths) + 6)
+        n, m = tree_size(p), tree_size(st)
+        total, total_state = total + n, total_state + m
+        rows.append((str(i), repr(layer), str(shape), f"{n:,}", f"{m:,}"))
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    line = "-" * (sum(widths) + 8)
 
     def fmt(r):
-        return f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+        return (
+            f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+            f"{r[3]:>{widths[3]}}  {r[4]:>{widths[4]}}"
+        )
 
     out = [f"input {model.input_shape}, {model.dtype}", line, fmt(rows[0]), line]
     out += [fmt(r) for r in rows[1:]]
-    out += [line, f"total params: {total:,}   epoch {model.epoch}, step {model.step}"]
+    out += [
+        line,
+        f"trainable params: {total:,}   non-trainable (state): {total_state:,}   "
+        f"epoch {model.epoch}, step {model.step}",
+    ]
     return "\n".join(out)

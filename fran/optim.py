@@ -63,11 +63,9 @@ def sgd(lr: float, momentum: float = 0.0) -> Optimizer:
 
     def update(grads, state, params):
         if momentum == 0:
-            new = tree_map(lambda p, g: p - lr * g, params, grads)
-            return freeze(new), state
+            return freeze(tree_map(lambda g: -lr * g, grads)), state
         velocity = freeze(tree_map(lambda v, g: momentum * v + g, state.velocity, grads))
-        new = tree_map(lambda p, v: p - lr * v, params, velocity)
-        return freeze(new), SgdState(velocity)
+        return freeze(tree_map(lambda v: -lr * v, velocity)), SgdState(velocity)
 
     return Optimizer(f"sgd(lr={lr}, momentum={momentum})", init, update)
 
@@ -109,12 +107,17 @@ def adam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
         denom += eps
         np.multiply(mu, lr / (1 - b1**t), out=tmp)
         tmp /= denom
-        new = p - tmp
+        new = -tmp
         for vector in (new, mu, nu):
             vector.flags.writeable = False  # and so every view unravel makes of it
         return unravel(new), AdamState(t, unravel(mu), unravel(nu))
 
     return Optimizer(f"adam(lr={lr}, b1={b1}, b2={b2}, eps={eps})", init, update)
+
+
+def apply_updates(params, updates):
+    """params + updates, leaf by leaf, as new read-only arrays."""
+    return freeze(tree_map(lambda p, u: p + u, params, updates))
 
 
 OPTIMIZERS = {"adam": adam, "sgd": sgd}

@@ -103,19 +103,21 @@ def _cuts(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray):
-    """fn(x, target) -> (mean value, gradient tree), computed piecewise on parallel threads.
+def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool = True):
+    """fn(x, target) -> (mean value, gradient tree, state), computed piecewise on parallel threads.
 
-    The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the result
-    is the mean of the pieces' results weighted by their sizes."""
+    The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the value
+    and gradients are the means of the pieces' weighted by their sizes. Only networks without
+    random, stateful or batchwise layers are cut (split=True), so the state is the first piece's
+    (it is empty); split=False computes the batch whole on this thread, BLAS using its threads."""
     n = len(x)
-    parts = max(1, min(num_threads(), n // MIN_PIECE))
+    parts = max(1, min(num_threads(), n // MIN_PIECE)) if split else 1
+    if parts == 1:
+        return fn(x, target)
     cuts = _cuts(n, parts)
     results = _run(fn, [(x[a:b], target[a:b]) for a, b in cuts])
-    if parts == 1:
-        return results[0]
     weights = [(b - a) / n for a, b in cuts]
-    value = sum(w * v for w, (v, _) in zip(weights, results, strict=True))
+    value = sum(w * r[0] for w, r in zip(weights, results, strict=True))
 
     def weighted(*leaves):
         out = leaves[0] * weights[0]  # a fresh array of ours
@@ -123,7 +125,7 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray):
             out += leaf * w
         return out
 
-    return value, tree_map(weighted, *[g for _, g in results])
+    return value, tree_map(weighted, *[r[1] for r in results]), results[0][2]
 
 
 def map_batches(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int):

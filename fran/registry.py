@@ -1,21 +1,40 @@
-"""The layer registry: every layer kind, built-in or plugin, is five pure callables.
+"""The layer registry: every layer kind, built-in or plugin, is a few pure callables.
 
-The contract (the same for built-ins and plugins):
+The contract (the same for built-ins and plugins). A plain layer gives five callables:
 
     spec_cls                      a frozen, hashable attrs class holding hyperparameters only
     output_shape(spec, shape)     -> per-sample output shape (no batch axis)
     init(spec, shape, rng)        -> params: a dict of NumPy arrays ({} for no params)
     apply(spec, params, x)        -> y, for a batch x (NCHW for images)
-    vjp(spec, params, x)          -> (y, pullback), pullback(gy) -> (gparams, gx)
+    vjp(spec, params, x)          -> (y, pullback)
+    pullback(gy)                  -> (gparams, gx)
 
-`gparams` has the same keys and shapes as `params`; nothing is mutated in place. A layer acts
-on each sample of a batch on its own (no batch statistics): training and inference cut batches
-into pieces computed on parallel threads (fran.parallel), so the functions must be thread-safe.
+`gparams` has the same keys and shapes as `params`; nothing is mutated in place. A pullback may
+also take `input_grad=True` as a keyword, `pullback(gy, input_grad=False) -> (gparams, None)`:
+then it may skip gx. The engine asks this of a network's first layer while training, where the
+gradient of the data is never used; a pullback without that keyword is simply called as
+`pullback(gy)` (the engine looks at its signature), so it is an offer, not a duty.
 
-One optional extra: a layer whose pullback also accepts `pullback(gy, input_grad=False)`, and
-then returns (gparams, None) without computing gx, registers with `skips_input_grad=True`.
-A network asks this of its first layer while training, since the gradient with respect to the
-data is never used (for a first convolution it is the most expensive part of the backward pass).
+Optional capabilities, declared when registering; each adds one keyword to apply and vjp, and
+only the layers that declare it receive it:
+
+    has_modes=True    apply/vjp get `training=` (True in train_nn/train_step, False in
+                      evaluate_nn/predict); a layer that behaves the same in both omits it.
+    needs_rng=True    apply/vjp get `rng=`: a fresh numpy Generator for this layer and this call,
+                      or None when the caller gave no key (inference needs none). The network
+                      fold spawns one per layer from the caller's key; train_step's key is
+                      (model seed, 1, step), so a run is reproducible and resumable.
+    init_state=f      f(spec, shape) -> state, a dict of arrays (running statistics); apply/vjp
+                      get `state=` and return (y, new_state) / (y, pullback, new_state). The old
+                      state is never changed; the network fold threads the new one.
+    batchwise=True    in training the output of a sample depends on the whole batch (batch
+                      norm); train_step then never cuts the batch into pieces (fran.parallel).
+
+A layer built of other layers (fran's network and residual) finds its sub-layers in its attrs
+fields; fran.engine walks those to decide whether a batch may be cut into pieces: only when no
+layer inside is random, stateful or batchwise. A plain layer acts on each sample of a batch on its
+own and must be thread-safe, since training and inference cut batches into pieces computed on
+parallel threads.
 
 Built-ins register in code when `fran.layers` is imported. Other distributions declare an entry
 point in the group ``fran.layers`` whose value is their spec class, e.g. in pyproject.toml
@@ -50,7 +69,11 @@ class LayerRules(NamedTuple):
     init: Callable[..., dict]
     apply: Callable[..., Any]
     vjp: Callable[..., tuple]
-    skips_input_grad: bool = False
+    skips_input_grad: bool = False  # kept for plugins written before v2; the pullback says it now
+    has_modes: bool = False
+    needs_rng: bool = False
+    init_state: Callable[..., dict] | None = None
+    batchwise: bool = False
 
 
 _BY_NAME: dict[str, LayerRules] = {}
@@ -66,6 +89,10 @@ def register(
     apply,
     vjp,
     skips_input_grad: bool = False,
+    has_modes: bool = False,
+    needs_rng: bool = False,
+    init_state=None,
+    batchwise: bool = False,
 ):
     """Register a layer kind under `name`; usable as a class decorator when spec_cls is omitted."""
     if spec_cls is None:
@@ -77,12 +104,18 @@ def register(
             apply=apply,
             vjp=vjp,
             skips_input_grad=skips_input_grad,
+            has_modes=has_modes,
+            needs_rng=needs_rng,
+            init_state=init_state,
+            batchwise=batchwise,
         )
     for rule_name, rule in (("output_shape", output_shape), ("init", init), ("apply", apply)):
         if not callable(rule):
             raise TypeError(f"register({name!r}): {rule_name} must be callable, got {rule!r}")
     if not callable(vjp):
         raise TypeError(f"register({name!r}): vjp must be callable, got {vjp!r}")
+    if init_state is not None and not callable(init_state):
+        raise TypeError(f"register({name!r}): init_state must be callable or None, got {init_state!r}")
     old = _BY_NAME.get(name)
     if old is not None and old.spec_cls is not spec_cls:
         raise RegistryError(
@@ -93,7 +126,19 @@ def register(
         raise RegistryError(
             f"{_qualname(spec_cls)} is already registered as {_BY_TYPE[spec_cls].name!r}"
         )
-    rules = LayerRules(name, spec_cls, output_shape, init, apply, vjp, bool(skips_input_grad))
+    rules = LayerRules(
+        name,
+        spec_cls,
+        output_shape,
+        init,
+        apply,
+        vjp,
+        bool(skips_input_grad),
+        bool(has_modes),
+        bool(needs_rng),
+        init_state,
+        bool(batchwise),
+    )
     _BY_NAME[name] = rules
     _BY_TYPE[spec_cls] = rules
     return spec_cls

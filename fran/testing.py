@@ -7,7 +7,13 @@ A layer passes `check_layer` when, on the batch you give it, in float64:
      <dx, vx> + <dparams, vp>  ~=  (f(+eps) - f(-eps)) / (2 eps),  f(t) = <dy, apply(p + t vp, x + t vx)>;
   4. nothing is written in place (x, params and dy are read-only while the layer runs);
   5. dparams has exactly params' tree structure and shapes, and dx has x's shape;
-  6. if registered with skips_input_grad, pullback(dy, input_grad=False) gives (dparams, None).
+  6. pullback(dy, input_grad=False), as the engine calls it (fran.engine.pull), gives (dparams, None);
+  7. a layer with modes is checked in both, training with a fixed key (the same mask each call);
+  8. state: inference leaves it as it was, training returns a new value of the same structure,
+     the old one is never changed (it is read-only while the layer runs);
+  9. randomness: the same key gives the same output, other keys other outputs (or, for a
+     configuration without randomness such as dropout(0), the inference output), and inference
+     does not depend on the key.
 
 Pick x and params away from kinks (relu at 0, maxpooling ties), or the finite differences lie:
 
@@ -43,16 +49,35 @@ def _structure(tree) -> list[tuple[str, tuple]]:
     return [(path, np.shape(leaf)) for path, leaf in tree_items(tree)]
 
 
+def _has(spec, flag: str) -> bool:
+    """Whether spec or any layer inside it declared a capability (fran.registry)."""
+    rules = registry.rules_for(spec)
+    inner = engine.sublayers(spec)
+    if inner:
+        return any(_has(s, flag) for s in inner)
+    return bool(rules.init_state is not None if flag == "state" else getattr(rules, flag))
+
+
 def check_layer(
-    spec, params, x, *, rng, eps: float = 1e-6, rtol: float = 1e-6, atol: float | None = None
+    spec,
+    params,
+    x,
+    *,
+    rng,
+    state=None,
+    eps: float = 1e-6,
+    rtol: float = 1e-6,
+    atol: float | None = None,
 ) -> None:
-    """Assert that a layer's rules are consistent, pure and correctly differentiated at (params, x).
+    """Assert that a layer's rules are consistent, pure and correctly differentiated at (params, x),
+    in inference mode and, for a layer with modes, in training mode with a fixed key.
 
     Args:
         spec: a registered layer spec.
         params: its params (any dtype; checked in a float64 copy).
         x: a batch (N, *sample_shape) away from the layer's kinks.
-        rng: a numpy Generator or int seed for dy and the random direction.
+        rng: a numpy Generator or int seed for dy, the random direction and the keys.
+        state: the layer's state (None: fran.init_state's), for layers that carry one.
         eps: the finite-difference step.
         rtol: relative tolerance of the directional-derivative comparison.
         atol: absolute tolerance; None means the round-off floor of the central difference,
@@ -61,20 +86,66 @@ def check_layer(
         AssertionError: naming the spec, the shapes and the failed property.
     """
     rng = engine.as_generator(rng)
-    x0, p0 = np.array(x, dtype=np.float64), _frozen_copy(params)
-    x, params = freeze(x0.copy()), _frozen_copy(p0)
-    where = f"{spec!r} on x of shape {x.shape}"
+    if state is None:
+        state = engine.init_state(spec, np.shape(x)[1:], np.float64)
+    modes = (False, True) if _has(spec, "has_modes") or _has(spec, "needs_rng") else (False,)
+    for training in modes:
+        _check_mode(spec, params, x, state, rng, training, eps, rtol, atol)
+    if _has(spec, "needs_rng"):
+        _check_randomness(spec, params, x, state, rng)
 
-    y = _call("apply", spec, engine.apply, spec, params, x)
+
+def _check_randomness(spec, params, x, state, rng) -> None:
+    """The same key gives the same output, other keys other outputs (or, for a layer of its own,
+    the inference one: dropout(0)); inference ignores the key."""
+    x = np.array(x, dtype=np.float64)
+    x = np.concatenate([x] * -(-64 // len(x)))  # at least 64 samples: one mask never repeats
+    x, params, state = freeze(x), _frozen_copy(params), _frozen_copy(state)
+    where = f"{spec!r} on x of shape {x.shape}"
+    key = int(rng.integers(2**31))
+
+    def run(key, training):
+        return engine.apply(spec, params, x, state=state, key=key, training=training)
+
+    np.testing.assert_array_equal(run(key, True), run(key, True), err_msg=f"{where}: same key, other output")
+    others = [run(key + i, True) for i in range(1, 6)]
+    if all(np.array_equal(o, others[0]) for o in others) and not engine.sublayers(spec):
+        np.testing.assert_allclose(
+            others[0], run(None, False), rtol=1e-12, atol=1e-12,
+            err_msg=f"{where}: five keys gave one training output that is not the inference one",
+        )
+    for k in (key, key + 1, None):
+        np.testing.assert_array_equal(
+            run(k, False), run(None, False), err_msg=f"{where}: inference depends on the key"
+        )
+
+
+def _check_mode(spec, params, x, state, rng, training, eps, rtol, atol) -> None:
+    x0, p0, s0 = np.array(x, dtype=np.float64), _frozen_copy(params), _frozen_copy(state)
+    x, params, state = freeze(x0.copy()), _frozen_copy(p0), _frozen_copy(s0)
+    mode = "training" if training else "inference"
+    where = f"{spec!r} in {mode} mode on x of shape {x.shape}"
+    key = int(rng.integers(2**31)) if training else None
+    kw = {"state": state, "key": key, "training": training}
+
+    y, new_state = _call("apply", spec, lambda: engine.apply_with_state(spec, params, x, **kw))
     want = (x.shape[0], *engine.output_shape(spec, x.shape[1:]))
     assert y.shape == want, f"{where}: apply gave shape {y.shape}, output_shape says {want}"
     assert y.dtype == x.dtype, f"{where}: apply turned {x.dtype} into {y.dtype}"
+    assert _structure(new_state) == _structure(state), (
+        f"{where}: the new state {_structure(new_state)} differs from the old {_structure(state)}"
+    )
+    if not training:
+        for (path, a), (_, b) in zip(tree_items(new_state), tree_items(state), strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"{where}: inference changed state {path}")
 
-    y2, pullback = _call("vjp", spec, engine.vjp, spec, params, x)
+    y2, pullback, state2 = _call("vjp", spec, lambda: engine.vjp_with_state(spec, params, x, **kw))
     assert np.shape(y2) == y.shape, f"{where}: vjp gave shape {np.shape(y2)}, apply {y.shape}"
     np.testing.assert_allclose(
         y2, y, rtol=1e-12, atol=1e-12, err_msg=f"{where}: vjp(...)[0] != apply"
     )
+    for (path, a), (_, b) in zip(tree_items(state2), tree_items(new_state), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=f"{where}: state {path}")
 
     dy = freeze(rng.standard_normal(y.shape))
     gparams, gx = _call("pullback", spec, pullback, dy)
@@ -83,11 +154,10 @@ def check_layer(
         f"{where}: dparams {_structure(gparams)} differs from params {_structure(params)}"
     )
 
-    if registry.rules_for(spec).skips_input_grad:
-        g2, gx2 = _call("pullback", spec, lambda: pullback(dy, input_grad=False))
-        assert gx2 is None, f"{where}: pullback(dy, input_grad=False) returned a dx"
-        for (path, a), (_, b) in zip(tree_items(g2), tree_items(gparams), strict=True):
-            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=f"{where}: {path}")
+    g2, gx2 = _call("pullback", spec, lambda: engine.pull(pullback, dy, input_grad=False))
+    assert gx2 is None, f"{where}: pullback(dy, input_grad=False) returned a dx"
+    for (path, a), (_, b) in zip(tree_items(g2), tree_items(gparams), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=f"{where}: {path}")
 
     vx = rng.standard_normal(x.shape)
     vp = tree_map(lambda a: rng.standard_normal(a.shape), params)
@@ -95,20 +165,22 @@ def check_layer(
 
     def f(t: float) -> float:
         moved = tree_map(lambda a, v: a + t * v, params, vp)
-        return float(np.vdot(dy, engine.apply(spec, moved, x + t * vx)))
+        return float(np.vdot(dy, engine.apply(spec, moved, x + t * vx, **kw)))
 
     numeric = (f(eps) - f(-eps)) / (2 * eps)
-    if atol is None:
-        atol = 16 * np.finfo(np.float64).eps * float(np.abs(dy * y).sum()) / eps
-    tol = atol + rtol * max(abs(analytic), abs(numeric))
+    tol_abs = atol
+    if tol_abs is None:
+        tol_abs = 16 * np.finfo(np.float64).eps * float(np.abs(dy * y).sum()) / eps
+    tol = tol_abs + rtol * max(abs(analytic), abs(numeric))
     assert abs(analytic - numeric) <= tol, (
         f"{where}, params {_structure(params)}: vjp gives directional derivative {analytic!r}, "
         f"finite differences {numeric!r} (|diff| {abs(analytic - numeric):.3g} > tol {tol:.3g})"
     )
 
     assert np.array_equal(x, x0), f"{where}: x changed during the checks"
-    for (path, a), (_, b) in zip(tree_items(params), tree_items(p0), strict=True):
-        assert np.array_equal(a, b), f"{where}: params[{path}] changed during the checks"
+    for what, tree, orig in (("params", params, p0), ("state", state, s0)):
+        for (path, a), (_, b) in zip(tree_items(tree), tree_items(orig), strict=True):
+            assert np.array_equal(a, b), f"{where}: {what}[{path}] changed during the checks"
 
 
 def check_init(spec, shape, *, rng=0, dtype=np.float32):
@@ -139,6 +211,9 @@ def check_init(spec, shape, *, rng=0, dtype=np.float32):
     assert isinstance(out, tuple) and all(
         isinstance(n, (int, np.integer)) and n >= 1 for n in out
     ), f"{where}: output_shape gave {out!r}"
-    y = engine.apply(spec, params, np.zeros((2, *shape), dtype=dtype))
+    state = engine.init_state(spec, shape, dtype)
+    for path, a in tree_items(state):
+        assert a.dtype == np.dtype(dtype) and not a.flags.writeable, f"{where}: state[{path}]"
+    y = engine.apply(spec, params, np.zeros((2, *shape), dtype=dtype), state=state)
     assert y.shape == (2, *out), f"{where}: apply gave {y.shape}, output_shape says (2, *{out})"
     return params

@@ -18,7 +18,8 @@ from fran import engine, parallel
 from fran.layers.softmax import softmax
 from fran.losses import Loss, cross_entropy, get_loss, mse
 from fran.model import Model
-from fran.optim import Optimizer, adam, get_optimizer
+from fran.optim import Optimizer, adam, apply_updates, get_optimizer
+from fran.tree import freeze
 
 
 class TrainingError(FloatingPointError):
@@ -121,42 +122,63 @@ def _check_batch_size(fn: str, batch_size, n: int) -> None:
         raise ValueError(f"{fn}: batch_size must be an integer >= 1, got {batch_size!r}")
 
 
-def _split_softmax(spec: engine.network, loss: Loss):
-    """The layers the loss sees: all but a final softmax when the loss fuses with it."""
-    layers = spec.layers
-    if loss.on_logits and isinstance(layers[-1], softmax):
-        return layers[:-1], True
-    return layers, False
+@functools.lru_cache(maxsize=64)
+def loss_head(spec: engine.network, loss: Loss) -> tuple[engine.network, int]:
+    """(the network the loss sees, how many final layers it leaves out): the one place that
+    decides to fuse a final softmax into a loss on logits (cross_entropy trains on the logits)."""
+    if loss.on_logits and isinstance(spec.layers[-1], softmax):
+        return engine.network(spec.layers[:-1]), 1
+    return spec, 0
+
+
+def training_key(model: Model) -> tuple:
+    """The key of this step's randomness: (seed, 1, step) (the shuffle uses [seed, epoch])."""
+    return (model.seed, 1, model.step)
+
+
+def _head(tree: tuple, cut: int) -> tuple:
+    return tree[: len(tree) - cut]
 
 
 def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[Model, float]:
-    """One optimizer step on one batch: (model, (x, target)) -> (new model, loss value).
+    """One optimizer step on one batch, in training mode: (model, (x, target)) -> (new model, loss).
 
     Args:
-        optimizer: an Optimizer such as adam(1e-3).
+        optimizer: an Optimizer such as adam(1e-3); a model without optimizer state (fresh from
+            init_weights) starts from optimizer.init.
         loss: a Loss; cross_entropy fuses with a final softmax (trained on the logits).
-        model: a Model whose opt_state matches the optimizer (see train_nn).
+        model: a Model.
         batch: (x, target) with x shaped (B, *model.input_shape).
     Returns:
-        The model after the step, its step counter advanced, and the batch's mean loss.
+        The model after the step (params, layer state, optimizer state, step + 1) and the
+        batch's mean loss.
     """
     x, target = batch
-    layers, fused = _split_softmax(model.spec, loss)
-    params = model.params[: len(layers)]
+    body, cut = loss_head(model.spec, loss)
+    params, state = _head(model.params, cut), _head(model.state, cut)
+    key = training_key(model)
 
-    def value_and_grads(x, target):
-        y, pullback = engine.serial_vjp(layers, params, x, input_grad=False)
+    def loss_and_grads(x, target):
+        y, pullback, new_state = engine.vjp_with_state(
+            body, params, x, state=state, key=key, training=True
+        )
         value, dy = loss.fn(y, target)
-        grads, _ = pullback(dy)
-        return value, grads
+        grads, _ = pullback(dy, input_grad=False)
+        return value, grads, new_state
 
-    # the batch's mean loss and its gradient, the batch's pieces computed on parallel threads
-    value, grads = parallel.batch_mean(value_and_grads, x, target)
-    if fused:
-        grads = (*grads, {})
-    params, opt_state = optimizer.update(grads, model.opt_state, model.params)
-    spec = attrs.evolve(model.spec, step=model.spec.step + 1)
-    return attrs.evolve(model, spec=spec, params=params, opt_state=opt_state), value
+    # the batch's mean loss and gradients; pieces on parallel threads unless a layer needs it whole
+    value, grads, new_state = parallel.batch_mean(
+        loss_and_grads, x, target, split=not engine.whole_batch(body)
+    )
+    opt_state = optimizer.init(model.params) if model.opt_state is None else model.opt_state
+    updates, opt_state = optimizer.update((*grads, *({},) * cut), opt_state, model.params)
+    return attrs.evolve(
+        model,
+        params=apply_updates(model.params, updates),
+        state=freeze((*new_state, *model.state[len(model.state) - cut :])),
+        opt_state=opt_state,
+        step=model.step + 1,
+    ), value
 
 
 def scan(step: Callable, carry, xs):
@@ -246,15 +268,21 @@ def train_nn(
 
     batches = minibatches(X, y, batch_size, rng)
     (_, _, model), _ = scan(checked_step, (0, model, model), batches)
-    return attrs.evolve(model, spec=attrs.evolve(model.spec, epoch=epoch + 1))
+    return attrs.evolve(model, epoch=epoch + 1)
+
+
+def _infer(spec, params, state):
+    """x -> the outputs in inference mode (running statistics, no dropout)."""
+    return lambda x: engine.apply(spec, params, x, state=state, training=False)
 
 
 def predict(model: Model, X, *, batch_size: int = 500) -> np.ndarray:
-    """The network's outputs for X, computed in batches (each split across threads: fran.parallel)."""
+    """The network's outputs for X in inference mode, computed in batches (each split across
+    threads: fran.parallel)."""
     model = _check_model("predict", model)
     X = prepare_inputs("predict", model, X)
     _check_batch_size("predict", batch_size, len(X))
-    return parallel.map_batches(lambda x: engine.apply(model.spec, model.params, x), X, batch_size)
+    return parallel.map_batches(_infer(model.spec, model.params, model.state), X, batch_size)
 
 
 def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict:
@@ -274,11 +302,9 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
     X = prepare_inputs(fn, model, X)
     y = prepare_targets(fn, model, loss, y, len(X))
     _check_batch_size(fn, batch_size, len(X))
-    layers, _ = _split_softmax(model.spec, loss)
-    body = engine.network(layers)
-    out = parallel.map_batches(
-        lambda x: engine.apply(body, model.params[: len(layers)], x), X, batch_size
-    )
+    body, cut = loss_head(model.spec, loss)
+    forward = _infer(body, _head(model.params, cut), _head(model.state, cut))
+    out = parallel.map_batches(forward, X, batch_size)
     value, _ = loss.fn(out, y)
     result = {"loss": value, "n": len(X)}
     if loss.on_logits or isinstance(model.spec.layers[-1], softmax):

@@ -26,11 +26,15 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fran import engine, registry
 from fran.layers import (
     ACTIVATIONS,
+    activation,
+    batchnorm,
     conv2d,
     conv2d_transpose,
     dense,
+    dropout,
     flatten,
     maxpooling,
+    residual,
     softmax,
 )
 from fran.layers._im2col import conv_out
@@ -47,6 +51,7 @@ class Case(NamedTuple):
     shape: tuple  # per-sample input shape, no batch axis
     x: np.ndarray  # float64 batch (N, *shape)
     params: Any  # float64 params
+    state: Any = None  # float64 layer state (running statistics), None for fran.init_state's
 
 
 # ---------------------------------------------------------------- distance to the nearest kink
@@ -69,14 +74,30 @@ def _pool_gap(spec: maxpooling, x: np.ndarray) -> float:
     return float(gap.min()) if gap.size else np.inf
 
 
-def kink_margin(spec, params, x: np.ndarray) -> float:
-    """How far (params, x) is from a point where the layer (or network) is not differentiable."""
+def _serial_margin(layers, params, state, x) -> float:
+    margin = np.inf
+    for layer, p, st in zip(layers, params, state, strict=True):
+        margin = min(margin, kink_margin(layer, p, x, st))
+        x = engine.apply(layer, p, x, state=st)  # inference: batch norm by the given statistics
+    return margin
+
+
+def kink_margin(spec, params, x: np.ndarray, state=None) -> float:
+    """How far (params, x) is from a point where the layer (or network) is not differentiable.
+
+    Layers with modes are followed in inference mode; the drawn strategies keep relu out of the
+    layers that follow batch norm or dropout, where training mode would move the kinks."""
+    if state is None:
+        state = engine.init_state(spec, x.shape[1:], np.float64)
     if isinstance(spec, engine.network):
-        margin = np.inf
-        for layer, p in zip(spec.layers, params, strict=True):
-            margin = min(margin, kink_margin(layer, p, x))
-            x = engine.apply(layer, p, x)
-        return margin
+        return _serial_margin(spec.layers, params, state, x)
+    if isinstance(spec, residual):
+        m = _serial_margin(spec.layers, params["f"], state["f"], x)
+        if spec.shortcut is not None:
+            m = min(m, _serial_margin(spec.shortcut, params["g"], state["g"], x))
+        return m
+    if isinstance(spec, activation):
+        return float(np.abs(x).min()) if spec.name == "relu" else np.inf
     if isinstance(spec, maxpooling):
         return _pool_gap(spec, x)
     if attrs.has(type(spec)) and getattr(spec, "activation", None) == "relu":
@@ -98,19 +119,24 @@ def realise(spec, shape: tuple, n: int, seed: int, *, spaced: bool = False) -> C
     """Values for a drawn structure, re-drawn from one seeded generator until away from kinks."""
     rng = np.random.default_rng(seed)
     base = engine.init(spec, shape, rng, dtype=np.float64)
+    base_state = engine.init_state(spec, shape, np.float64)
     for _ in range(200):
         x = _spaced(rng, (n, *shape)) if spaced else rng.standard_normal((n, *shape))
         params = tree_map(lambda a: a + 0.3 * rng.standard_normal(a.shape), base)
-        if kink_margin(spec, params, x) > KINK_MARGIN:
-            return Case(spec, tuple(shape), x, params)
+        # running statistics away from their start: mean ~ N(0, 0.3), var in (0.5, 1.5)
+        state = tree_map(lambda a: a + rng.uniform(-0.5, 0.5, a.shape), base_state)
+        if kink_margin(spec, params, x, state) > KINK_MARGIN:
+            return Case(spec, tuple(shape), x, params, state)
     raise RuntimeError(f"could not draw values away from kinks for {spec!r} on {shape}")
 
 
-def _cases(structures: st.SearchStrategy, *, spaced: bool = False) -> st.SearchStrategy:
+def _cases(
+    structures: st.SearchStrategy, *, spaced: bool = False, min_n: int = 1
+) -> st.SearchStrategy:
     return st.builds(
         lambda s, n, seed: realise(s[0], s[1], n, seed, spaced=spaced),
         structures,
-        st.integers(1, 3),
+        st.integers(min_n, min_n + 2),
         seeds,
     )
 
@@ -182,6 +208,41 @@ def avgpooling_structures(draw):
     k = draw(st.integers(1, 3))
     spec = registry.get("avgpooling")(k=k, stride=draw(st.none() | st.integers(1, 4)))
     return spec, (draw(st.integers(1, 3)), draw(_side(k)), draw(_side(k)))
+
+
+def activation_structures():
+    return st.tuples(st.builds(activation, acts), _any_shape())
+
+
+def dropout_structures():
+    rates = st.sampled_from([0.0, 0.1, 0.5, 0.9])
+    return st.tuples(st.builds(dropout, rates), _any_shape())
+
+
+@st.composite
+def batchnorm_structures(draw):
+    spec = batchnorm(momentum=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])), eps=draw(st.sampled_from([1e-5, 0.1])))
+    image = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return spec, draw(st.sampled_from([image, (draw(st.integers(1, 5)),)]))
+
+
+@st.composite
+def residual_structures(draw):
+    """Blocks of smooth layers (relu would sit after batch norm, whose training mode moves kinks)
+    with an identity or a projection shortcut, on vectors or images."""
+    smooth = st.sampled_from(["tanh", "sigmoid", "identity"])
+    if draw(st.booleans()):
+        F = draw(st.integers(1, 4))
+        out = draw(st.integers(1, 4)) if draw(st.booleans()) else F
+        layers = [dense(n_out=out, activation=draw(smooth)), batchnorm(), dropout(draw(st.sampled_from([0.0, 0.3])))]
+        shortcut = None if out == F and draw(st.booleans()) else [dense(n_out=out), batchnorm()]
+        return residual(layers, shortcut=shortcut), (F,)
+    C, H = draw(st.integers(1, 2)), draw(st.integers(2, 4))
+    stride = draw(st.integers(1, 2))
+    out = C if stride == 1 and draw(st.booleans()) else draw(st.integers(1, 3))
+    layers = [conv2d(k=3, channels=out, stride=stride, padding=1, activation=draw(smooth)), batchnorm()]
+    shortcut = None if (out, stride) == (C, 1) else [conv2d(k=1, channels=out, stride=stride), batchnorm()]
+    return residual(layers, shortcut=shortcut), (C, H, H)
 
 
 # ---------------------------------------------------------------- composed networks
@@ -265,6 +326,10 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy]] = {
     "softmax": lambda: _cases(softmax_structures()),
     "avgpooling": lambda: _cases(avgpooling_structures()),
     "network": lambda: classifier_cases() | autoencoder_cases(),
+    "activation": lambda: _cases(activation_structures()),
+    "dropout": lambda: _cases(dropout_structures()),
+    "batchnorm": lambda: _cases(batchnorm_structures(), min_n=2),
+    "residual": lambda: _cases(residual_structures(), min_n=2),
 }
 
 

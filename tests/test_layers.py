@@ -35,7 +35,7 @@ LAYERS = {
 def test_conformance(name):
     @given(case=strategies.cases(name), seed=strategies.seeds)
     def check(case, seed):
-        check_layer(case.spec, case.params, case.x, rng=seed)
+        check_layer(case.spec, case.params, case.x, rng=seed, state=case.state)
 
     check()
 

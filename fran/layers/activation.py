@@ -1,0 +1,45 @@
+"""An activation as a layer of its own, so that conv2d -> batchnorm -> relu can be written:
+y = f(x) elementwise, with the same names and rules as the `activation=` argument.
+
+vjp: dx = f'(x) * dy (fran.layers.activations). Params: {}.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from fran import registry
+from fran.layers._validators import one_of
+from fran.layers.activations import ACTIVATIONS
+
+
+@attrs.frozen
+class activation:
+    name: str = attrs.field(validator=one_of(ACTIVATIONS, "activation"))
+
+
+def output_shape(spec, shape):
+    return tuple(shape)
+
+
+def init(spec, shape, rng):
+    return {}
+
+
+def apply(spec, params, x):
+    return ACTIVATIONS[spec.name].f(x)
+
+
+def vjp(spec, params, x):
+    act = ACTIVATIONS[spec.name]
+    y = act.f(x)
+
+    def pullback(dy):
+        return {}, act.vjp(x, y, dy)
+
+    return y, pullback
+
+
+registry.register(
+    "activation", activation, output_shape=output_shape, init=init, apply=apply, vjp=vjp
+)

@@ -1,0 +1,71 @@
+"""Dropout, as torch.nn.Dropout(rate): in training each element is zeroed with probability
+`rate` and the survivors are scaled by 1 / (1 - rate); at inference it is the identity.
+
+training:  m ~ Bernoulli(1 - rate) elementwise,  y = x * m / (1 - rate),  dx = dy * m / (1 - rate)
+inference: y = x,  dx = dy.   Params: {}.  The mask comes from the `rng` the network fold hands
+this layer (fran.registry: needs_rng), so the same key gives the same mask.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from fran import registry
+from fran.layers._validators import compact_repr
+
+
+def _rate(instance, attribute, value) -> None:
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
+        raise ValueError(f"dropout: rate must be a number in [0, 1), got {value!r}")
+
+
+@attrs.frozen
+class dropout:
+    """Zeroes a fraction `rate` of the elements while training (rate is the drop probability)."""
+
+    __repr__ = compact_repr
+
+    rate: float = attrs.field(validator=_rate)
+
+
+def output_shape(spec, shape):
+    return tuple(shape)
+
+
+def init(spec, shape, rng):
+    return {}
+
+
+def _scaled_mask(spec, x, rng):
+    if rng is None:
+        raise ValueError(f"{spec!r} in training needs randomness: pass key= (train_step does)")
+    keep = rng.random(x.shape, dtype=np.float64) >= spec.rate
+    return keep.astype(x.dtype) * np.asarray(1 / (1 - spec.rate), dtype=x.dtype)
+
+
+def apply(spec, params, x, *, training, rng):
+    return vjp(spec, params, x, training=training, rng=rng)[0]
+
+
+def vjp(spec, params, x, *, training, rng):
+    if not training or spec.rate == 0:
+        return x, lambda dy: ({}, dy)
+    mask = _scaled_mask(spec, x, rng)
+
+    def pullback(dy):
+        return {}, dy * mask
+
+    return x * mask, pullback
+
+
+registry.register(
+    "dropout",
+    dropout,
+    output_shape=output_shape,
+    init=init,
+    apply=apply,
+    vjp=vjp,
+    has_modes=True,
+    needs_rng=True,
+)
