@@ -5,12 +5,32 @@ functions dispatched through `fran.registry`; training is a fold of `train_step`
 """
 
 from fran import memory, registry
-from fran.engine import apply, init, network, output_shape, vjp
+from fran.engine import (
+    apply,
+    apply_with_state,
+    init,
+    init_state,
+    network,
+    output_shape,
+    vjp,
+    vjp_with_state,
+)
 from fran.io import CheckpointError, load, load_checkpoint, save, save_checkpoint
-from fran.layers import conv2d, conv2d_transpose, dense, flatten, maxpooling, softmax
+from fran.layers import (
+    activation,
+    batchnorm,
+    conv2d,
+    conv2d_transpose,
+    dense,
+    dropout,
+    flatten,
+    maxpooling,
+    residual,
+    softmax,
+)
 from fran.losses import Loss, cross_entropy, mse
 from fran.model import Model, init_weights, summary
-from fran.optim import AdamState, Optimizer, SgdState, adam, sgd
+from fran.optim import AdamState, Optimizer, SgdState, adam, apply_updates, sgd
 from fran.train import TrainingError, evaluate_nn, predict, train_nn, train_step
 
 __version__ = "0.1.0"
@@ -25,15 +45,21 @@ __all__ = [
     "Optimizer",
     "SgdState",
     "TrainingError",
+    "activation",
     "adam",
     "apply",
+    "apply_updates",
+    "apply_with_state",
+    "batchnorm",
     "conv2d",
     "conv2d_transpose",
     "cross_entropy",
     "dense",
+    "dropout",
     "evaluate_nn",
     "flatten",
     "init",
+    "init_state",
     "init_weights",
     "load",
     "load_checkpoint",
@@ -43,6 +69,7 @@ __all__ = [
     "output_shape",
     "predict",
     "registry",
+    "residual",
     "save",
     "save_checkpoint",
     "sgd",
@@ -51,4 +78,5 @@ __all__ = [
     "train_nn",
     "train_step",
     "vjp",
+    "vjp_with_state",
 ]

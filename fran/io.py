@@ -7,6 +7,7 @@ Layout (format "fran.model", version 1), all entries plain `.npy` arrays in one 
                         dtype, opt_state ({"type": "AdamState", "fields": {"count": 120}} or null)
                         and the user's metadata
     params/<i>/<key>    the params of layer i, e.g. params/0/w (paths as fran.tree.tree_items)
+    state/<i>/<key>     the layers' state (running statistics), e.g. state/1/mean (none before v2)
     opt/<field>/<i>/<key>  each params-shaped field of the optimizer state, e.g. opt/mu/0/w
 
 Writes go to a temporary file in the target's folder, are fsynced and then renamed over the
@@ -163,8 +164,7 @@ def _opt_fields(state) -> tuple[dict, dict]:
 def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
     if not isinstance(model, Model):
         raise TypeError(f"save: model must be a fran Model, got {type(model).__name__}")
-    leaves = tree_leaves(model.params)
-    dtype = np.asarray(leaves[0]).dtype if leaves else np.dtype(np.float32)
+    dtype = model.dtype
     arrays = {}
 
     def put(prefix: str, tree) -> None:
@@ -177,6 +177,7 @@ def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
             arrays[f"{prefix}/{path}"] = leaf
 
     put("params", model.params)
+    put("state", model.state)
     opt = None
     if model.opt_state is not None:
         scalars, trees = _opt_fields(model.opt_state)
@@ -389,6 +390,14 @@ def _expected_params(reader: _Reader, spec: engine.network, input_shape: tuple) 
     )
 
 
+def _expected_state(reader: _Reader, spec: engine.network, input_shape: tuple) -> tuple:
+    """The layers' state tree the spec implies (running statistics; files before v2 have none)."""
+    try:
+        return engine._net_init_state(spec, input_shape)
+    except ValueError as exc:
+        raise reader.fail(f"the network does not fit its input shape: {exc}") from None
+
+
 def _read_tree(reader: _Reader, prefix: str, like, dtype: np.dtype):
     def leaf(path: str, shape: tuple) -> np.ndarray:
         return reader.read(f"{prefix}/{path}", shape, dtype)
@@ -448,8 +457,12 @@ def _read_model(reader: _Reader) -> tuple[Model, dict]:
         cls, scalars = opt
         trees += [f"opt/{field}" for field in cls._fields if field not in scalars]
     paths = [path for path, _ in tree_items(like)]
-    _check_entries(reader, {META} | {f"{tree}/{path}" for tree in trees for path in paths})
+    state_like = _expected_state(reader, spec, input_shape)
+    expected = {f"{tree}/{path}" for tree in trees for path in paths}
+    expected |= {f"state/{path}" for path, _ in tree_items(state_like)}
+    _check_entries(reader, {META} | expected)
     params = _read_tree(reader, "params", like, dtype)
+    state = _read_tree(reader, "state", state_like, dtype)
     opt_state = None
     if opt is not None:
         cls, scalars = opt
@@ -459,7 +472,15 @@ def _read_model(reader: _Reader) -> tuple[Model, dict]:
                 for f in cls._fields
             )
         )
-    model = Model(spec=spec, params=params, input_shape=input_shape, opt_state=opt_state, seed=seed)
+    model = Model(
+        spec=spec,
+        params=params,
+        input_shape=input_shape,
+        opt_state=opt_state,
+        seed=seed,
+        dtype=dtype,
+        state=state,
+    )
     return model, user
 
 

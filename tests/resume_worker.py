@@ -25,6 +25,22 @@ SAMPLES, SIDE, BATCH = 512, 20, 16
 
 
 def network() -> fran.network:
+    if os.environ.get("FRAN_RESUME_NET") == "v2":  # randomness, state, a residual block, a plugin
+        from fran.layers import activation, batchnorm, dropout, residual
+
+        return fran.network(
+            [
+                fran.conv2d(k=3, channels=8),
+                batchnorm(),
+                activation("relu"),
+                residual([fran.conv2d(k=3, channels=8, padding=1), batchnorm(), dropout(0.2)]),
+                fran.registry.get("avgpooling")(k=2),
+                fran.flatten(),
+                dropout(0.3),
+                fran.dense(10),
+                fran.softmax(),
+            ]
+        )
     return fran.network(
         [
             fran.conv2d(k=3, channels=16, activation="relu"),

@@ -184,7 +184,9 @@ def assert_same_leaves(a, b) -> None:
             assert x == y, path
 
 
-def test_killed_and_resumed_training_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("net", ["v1", "v2"])  # v2: dropout, batch norm, residual, a plugin
+def test_killed_and_resumed_training_equals_uninterrupted(tmp_path, net, monkeypatch):
+    monkeypatch.setitem(ENV, "FRAN_RESUME_NET", net)
     started = time.monotonic()
     epoch, write = reference_run(tmp_path / "reference")
     resumed = tmp_path / "resumed"
@@ -205,5 +207,7 @@ def test_killed_and_resumed_training_equals_uninterrupted(tmp_path):
     assert got.spec == want.spec and got.seed == want.seed == SEED
     assert_same_leaves(want.params, got.params)
     assert_same_leaves(want.opt_state, got.opt_state)
+    assert_same_leaves(want.state, got.state)
+    assert (net == "v2") == bool(list(tree_items(want.state)))  # v2 carries running statistics
     assert got_meta["history"] == want_meta["history"] and len(want_meta["history"]) == EPOCHS
     assert time.monotonic() - started < 60

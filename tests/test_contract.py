@@ -1,0 +1,210 @@
+"""Contract v2: modes, randomness and state, end to end through Model, train_step and the files.
+
+The layer-level properties (both modes, keys, state) are checked for every registered layer by
+tests/test_layers.py through fran.testing; here the network fold, training and files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import numpy as np
+import pytest
+
+import fran
+from fran import registry
+from fran.layers import activation, batchnorm, dropout, residual
+from fran.tree import tree_items
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def _mixed() -> fran.network:
+    """Today's layers, the unchanged avgpool plugin, and layers with randomness and state."""
+    return fran.network(
+        [
+            fran.conv2d(k=3, channels=4),
+            batchnorm(),
+            activation("relu"),
+            residual([fran.conv2d(k=3, channels=4, padding=1), batchnorm(), dropout(0.25)]),
+            residual(
+                [fran.conv2d(k=3, channels=6, stride=2, padding=1), batchnorm()],
+                shortcut=[fran.conv2d(k=1, channels=6, stride=2), batchnorm()],
+            ),
+            registry.get("avgpooling")(k=2),
+            fran.flatten(),
+            dropout(0.5),
+            fran.dense(3),
+            fran.softmax(),
+        ],
+        0,
+        0,
+    )
+
+
+def _data(n=96, side=12, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    X = rng.normal(size=(n, side, side)).astype(np.float32) + y[:, None, None]
+    return X, y
+
+
+def _equal_trees(a, b) -> bool:
+    ia, ib = list(tree_items(a)), list(tree_items(b))
+    return [p for p, _ in ia] == [p for p, _ in ib] and all(
+        np.array_equal(x, y) for (_, x), (_, y) in zip(ia, ib, strict=True)
+    )
+
+
+def test_mixed_network_trains_evaluates_saves_and_loads(tmp_path):
+    X, y = _data()
+    model = fran.init_weights(_mixed(), 12, 12)
+    assert [s for s in model.state if s] and model.opt_state is None
+    start = fran.evaluate_nn(model, X, y)
+    for _ in range(3):
+        model = fran.train_nn(model, X, y, batch_size=32)
+    after = fran.evaluate_nn(model, X, y)
+    assert after["loss"] < start["loss"]
+    assert not _equal_trees(model.state, fran.init_weights(_mixed(), 12, 12).state)
+    assert (model.epoch, model.step) == (3, 9)
+    fran.save(tmp_path / "m.npz", model)
+    again = fran.load(tmp_path / "m.npz")
+    assert again == model
+    assert fran.evaluate_nn(again, X, y) == after  # inference: running statistics, no dropout
+    assert fran.evaluate_nn(model, X, y) == after  # and deterministic
+
+
+def test_train_step_works_on_a_fresh_model():
+    X, y = _data(32)
+    model = fran.init_weights(_mixed(), 12, 12)
+    new, loss = fran.train_step(fran.adam(1e-3), fran.cross_entropy, model, (X[:, None], y))
+    assert np.isfinite(loss) and new.step == 1 and new.opt_state is not None
+    assert model.step == 0 and model.opt_state is None  # the old model is untouched
+
+
+def test_dropout_masks_follow_seed_and_step():
+    X, y = _data(32)
+    net = fran.network([fran.flatten(), dropout(0.5), fran.dense(3), fran.softmax()], 0, 0)
+    model = fran.init_weights(net, 12, 12)
+    step = lambda m: fran.train_step(fran.sgd(0.1), fran.cross_entropy, m, (X[:, None], y))  # noqa: E731
+    a, b = step(model), step(model)
+    assert _equal_trees(a[0].params, b[0].params)  # same seed, same step: the same mask
+    later = step(attrs.evolve(model, step=7))
+    other = step(attrs.evolve(model, seed=1))
+    assert not _equal_trees(a[0].params, later[0].params)
+    assert not _equal_trees(a[0].params, other[0].params)
+
+
+@pytest.mark.parametrize("threads", ["2", "4"])
+def test_batch_statistics_do_not_depend_on_the_thread_count(monkeypatch, threads):
+    X, y = _data(64)
+    model = fran.init_weights(_mixed(), 12, 12)
+    monkeypatch.setenv("FRAN_NUM_THREADS", "1")
+    one = fran.train_nn(model, X, y, batch_size=64)
+    monkeypatch.setenv("FRAN_NUM_THREADS", threads)
+    many = fran.train_nn(model, X, y, batch_size=64)
+    assert one == many  # bitwise: a network with batch norm or dropout trains on whole batches
+
+
+def test_whole_batch_is_decided_by_the_layers_inside():
+    assert not fran.engine.whole_batch(fran.network([fran.flatten(), fran.dense(3)]))
+    assert fran.engine.whole_batch(fran.network([fran.flatten(), dropout(0.1)]))
+    assert fran.engine.whole_batch(fran.network([residual([batchnorm()])]))
+    assert not fran.engine.whole_batch(fran.network([residual([fran.dense(5)])]))
+
+
+def test_input_gradient_in_inference_mode():
+    """A saliency map: d loss / d input of a trained model, with running statistics."""
+    X, y = _data(32)
+    model = fran.train_nn(fran.init_weights(_mixed(), 12, 12), X, y, batch_size=32)
+    x = X[:4, None].astype(np.float32)
+    logits, pullback = fran.vjp(
+        fran.network(model.spec.layers[:-1]), model.params[:-1], x, state=model.state[:-1]
+    )
+    _, dlogits = fran.cross_entropy.fn(logits, y[:4])
+    _, saliency = pullback(dlogits)
+    assert saliency.shape == x.shape and np.abs(saliency).sum() > 0
+    eps = 1e-2  # the directional derivative agrees with the inference-mode forward (float32)
+    v = np.random.default_rng(0).normal(size=x.shape).astype(np.float32)
+
+    def loss_at(t):
+        z = fran.apply(
+            fran.network(model.spec.layers[:-1]), model.params[:-1], x + t * v,
+            state=model.state[:-1],
+        )  # fmt: skip
+        return fran.cross_entropy.fn(z.astype(np.float64), y[:4])[0]
+
+    numeric = (loss_at(eps) - loss_at(-eps)) / (2 * eps)
+    assert float(np.vdot(saliency, v)) == pytest.approx(numeric, rel=0.05, abs=1e-4)
+
+
+def test_stateful_layer_without_state_is_a_clear_error():
+    params = fran.init(batchnorm(), (3,))
+    with pytest.raises(ValueError, match="carries state"):
+        fran.apply(batchnorm(), params, np.ones((4, 3)))
+
+
+def test_batchnorm_refuses_one_value_per_channel_in_training():
+    spec = batchnorm()
+    state = fran.init_state(spec, (3,))
+    with pytest.raises(ValueError, match="expected more than 1 value per channel when training"):
+        fran.apply(spec, fran.init(spec, (3,)), np.ones((1, 3)), state=state, training=True)
+    y = fran.apply(spec, fran.init(spec, (3,)), np.ones((1, 3)), state=state)  # inference is fine
+    assert y.shape == (1, 3)
+
+
+def test_residual_branch_mismatch_fails_at_init_weights():
+    block = residual([fran.conv2d(k=3, channels=4)])  # no padding: 12x12 -> 10x10
+    with pytest.raises(ValueError, match=r"\(4, 10, 10\).*\(1, 12, 12\)"):
+        fran.init_weights(fran.network([block, fran.flatten(), fran.dense(2)]), 12, 12)
+
+
+def test_dropout_and_friends_validate_their_fields():
+    for bad in (dict(rate=1.0), dict(rate=-0.1), dict(rate="0.5")):
+        with pytest.raises(ValueError, match="dropout: rate"):
+            dropout(**bad)
+    with pytest.raises(ValueError, match="batchnorm: momentum"):
+        batchnorm(momentum=1.5)
+    with pytest.raises(ValueError, match="batchnorm: eps"):
+        batchnorm(eps=0)
+    with pytest.raises(ValueError, match="activation"):
+        activation("gelu")
+    with pytest.raises(ValueError, match="residual: layers"):
+        residual([])
+
+
+def test_counters_belong_to_the_model():
+    model = fran.init_weights(fran.network([fran.flatten(), fran.dense(2)], 2, 5), 3, 3)
+    assert (model.epoch, model.step) == (2, 5)  # network([...], epoch, step) starts them
+    X, y = _data(20, side=3)
+    model = fran.train_nn(model, X, y % 2, batch_size=10, loss="cross_entropy")
+    assert (model.epoch, model.step) == (3, 7)
+
+
+def test_summary_counts_trainable_and_state():
+    model = fran.init_weights(_mixed(), 12, 12)
+    text = fran.summary(model)
+    n_state = sum(a.size for _, a in tree_items(model.state))
+    assert f"non-trainable (state): {n_state:,}" in text and n_state == 2 * (4 + 4 + 6 + 6)
+
+
+def test_models_compare_by_value():
+    a = fran.init_weights(_mixed(), 12, 12)
+    assert a == fran.init_weights(_mixed(), 12, 12)
+    assert a != fran.init_weights(_mixed(), 12, 12, seed=1)
+    assert a != attrs.evolve(a, step=1)
+
+
+@pytest.mark.parametrize("name", ["adam", "sgd"])
+def test_files_of_format_v1_still_load(name):
+    """Files written by fran 0.1.0 before contract v2 (tests/data, kept as they were written)."""
+    model = fran.load(DATA / f"v1_{name}.npz")
+    assert (model.epoch, model.step) == (1, 3)
+    assert all(s == {} for s in model.state)
+    x = np.load(DATA / "v1_inputs.npy")
+    np.testing.assert_array_equal(fran.predict(model, x), np.load(DATA / f"v1_{name}_predict.npy"))
+    X, y = _data(40, side=6)
+    optimizer = fran.adam(1e-3) if name == "adam" else fran.sgd(0.1, momentum=0.9)
+    more = fran.train_nn(model, X, y % 3, optimizer=optimizer, batch_size=16)
+    assert more.step == 6 and type(more.opt_state) is type(model.opt_state)
