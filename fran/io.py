@@ -144,21 +144,37 @@ def _all_keys(tree):
 # ----------------------------------------------------------------------------- model -> arrays
 
 
-def _opt_fields(state) -> tuple[dict, dict]:
-    """(JSON scalar fields, params-shaped tree fields) of an optimizer state NamedTuple."""
-    name = type(state).__name__
-    if STATES.get(name) is not type(state):
+def _is_scalar(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _is_state(value) -> bool:
+    return isinstance(value, tuple) and STATES.get(type(value).__name__) is type(value)
+
+
+def _encode_opt(state, prefix: str, put) -> dict:
+    """An optimizer state NamedTuple as JSON: {"type", "fields": scalars} plus, for a chain,
+    {"inner": {field: [encoded states]}}; its params-shaped trees go to put(prefix/field, tree)."""
+    if not _is_state(state):
         raise TypeError(
-            f"save: optimizer state {name} is not one of fran.optim.STATES ({', '.join(STATES)})"
+            f"save: optimizer state {type(state).__name__} is not one of fran.optim.STATES "
+            f"({', '.join(STATES)})"
         )
-    scalars, trees = {}, {}
+    scalars, inner = {}, {}
     for field in state._fields:
         value = getattr(state, field)
-        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        if _is_scalar(value):
             scalars[field] = value.item() if isinstance(value, np.generic) else value
+        elif isinstance(value, tuple) and value and all(_is_state(v) for v in value):
+            inner[field] = [
+                _encode_opt(v, f"{prefix}/{field}/{i}", put) for i, v in enumerate(value)
+            ]
         else:
-            trees[field] = value
-    return scalars, trees
+            put(f"{prefix}/{field}", value)
+    out = {"type": type(state).__name__, "fields": scalars}
+    if inner:
+        out["inner"] = inner
+    return out
 
 
 def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
@@ -180,10 +196,7 @@ def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
     put("state", model.state)
     opt = None
     if model.opt_state is not None:
-        scalars, trees = _opt_fields(model.opt_state)
-        for field, tree in trees.items():
-            put(f"opt/{field}", tree)
-        opt = {"type": type(model.opt_state).__name__, "fields": scalars}
+        opt = _encode_opt(model.opt_state, "opt", put)
     layers = [_encode_spec(layer, f"layer {i}") for i, layer in enumerate(model.spec.layers)]
     meta = {
         "format": FORMAT,
@@ -406,21 +419,75 @@ def _read_tree(reader: _Reader, prefix: str, like, dtype: np.dtype):
     return freeze(tree_map(lambda a: leaf(next(paths), np.shape(a)), like))
 
 
-def _opt_layout(reader: _Reader, meta: dict) -> tuple[type, dict] | None:
-    """(the optimizer state's class, its scalar fields), or None when the model has no state."""
+class _OptLayout:
+    """A saved optimizer state's layout, validated: its class, scalars, nested states and the
+    params-shaped fields stored as arrays under `prefix`."""
+
+    def __init__(self, reader: _Reader, entry, prefix: str, depth: int = 0):
+        if depth > 8:
+            raise reader.fail("optimizer state nested more than 8 deep")
+        if not isinstance(entry, dict) or not isinstance(entry.get("fields"), dict):
+            raise reader.fail(
+                f"opt_state must be null or {{'type': ..., 'fields': ...}}, got {entry!r}"
+            )
+        if set(entry) - {"type", "fields", "inner"}:
+            raise reader.fail(f"unknown keys in opt_state {sorted(entry)}")
+        self.cls = STATES.get(entry.get("type")) if isinstance(entry.get("type"), str) else None
+        if self.cls is None:
+            known = ", ".join(STATES)
+            raise reader.fail(f"unknown optimizer state {entry.get('type')!r}; known: {known}")
+        self.scalars = entry["fields"]
+        inner = entry.get("inner", {})
+        fields = set(self.cls._fields)
+        if (
+            not isinstance(inner, dict)
+            or set(self.scalars) - fields
+            or set(inner) - fields
+            or set(inner) & set(self.scalars)
+            or not all(_is_number(v) for v in self.scalars.values())
+            or not all(isinstance(v, list) for v in inner.values())
+        ):
+            raise reader.fail(f"invalid {self.cls.__name__} fields {entry!r}")
+        self.inner = {
+            f: [_OptLayout(reader, e, f"{prefix}/{f}/{i}", depth + 1) for i, e in enumerate(v)]
+            for f, v in inner.items()
+        }
+        self.prefix = prefix
+        defaults = self.cls._field_defaults
+        present = {name.split("/")[len(prefix.split("/"))] for name in reader.npz.files
+                   if name.startswith(prefix + "/")}  # fmt: skip
+        # a field added later with a default is absent from older files: it takes its default
+        self.trees = [
+            f for f in self.cls._fields
+            if f not in self.scalars and f not in self.inner and not (f in defaults and f not in present)
+        ]  # fmt: skip
+
+    def entries(self, paths: list[str]) -> set:
+        out = {f"{self.prefix}/{f}/{p}" for f in self.trees for p in paths}
+        for layouts in self.inner.values():
+            for layout in layouts:
+                out |= layout.entries(paths)
+        return out
+
+    def read(self, reader: _Reader, like, dtype):
+        values = {}
+        for f in self.cls._fields:
+            if f in self.scalars:
+                values[f] = self.scalars[f]
+            elif f in self.inner:
+                values[f] = tuple(layout.read(reader, like, dtype) for layout in self.inner[f])
+            elif f in self.trees:
+                values[f] = _read_tree(reader, f"{self.prefix}/{f}", like, dtype)
+        try:
+            return self.cls(**values)
+        except TypeError as exc:
+            raise reader.fail(f"cannot rebuild {self.cls.__name__}: {exc}") from None
+
+
+def _opt_layout(reader: _Reader, meta: dict) -> _OptLayout | None:
+    """The optimizer state's layout, or None when the model has no optimizer state."""
     opt = meta.get("opt_state")
-    if opt is None:
-        return None
-    if not isinstance(opt, dict) or not isinstance(opt.get("fields"), dict):
-        raise reader.fail(f"opt_state must be null or {{'type': ..., 'fields': ...}}, got {opt!r}")
-    cls = STATES.get(opt.get("type"))
-    if cls is None:
-        known = ", ".join(STATES)
-        raise reader.fail(f"unknown optimizer state {opt.get('type')!r}; known: {known}")
-    scalars = opt["fields"]
-    if set(scalars) - set(cls._fields) or not all(_is_number(v) for v in scalars.values()):
-        raise reader.fail(f"invalid {cls.__name__} fields {scalars!r}")
-    return cls, scalars
+    return None if opt is None else _OptLayout(reader, opt, "opt")
 
 
 def _settings(reader: _Reader, meta: dict) -> tuple[tuple, int, np.dtype, dict]:
@@ -452,26 +519,16 @@ def _read_model(reader: _Reader) -> tuple[Model, dict]:
     spec = _read_spec(reader, meta)
     like = _expected_params(reader, spec, input_shape)
     opt = _opt_layout(reader, meta)
-    trees = ["params"]
-    if opt is not None:
-        cls, scalars = opt
-        trees += [f"opt/{field}" for field in cls._fields if field not in scalars]
     paths = [path for path, _ in tree_items(like)]
     state_like = _expected_state(reader, spec, input_shape)
-    expected = {f"{tree}/{path}" for tree in trees for path in paths}
+    expected = {f"params/{path}" for path in paths}
+    if opt is not None:
+        expected |= opt.entries(paths)
     expected |= {f"state/{path}" for path, _ in tree_items(state_like)}
     _check_entries(reader, {META} | expected)
     params = _read_tree(reader, "params", like, dtype)
     state = _read_tree(reader, "state", state_like, dtype)
-    opt_state = None
-    if opt is not None:
-        cls, scalars = opt
-        opt_state = cls(
-            *(
-                scalars[f] if f in scalars else _read_tree(reader, f"opt/{f}", like, dtype)
-                for f in cls._fields
-            )
-        )
+    opt_state = None if opt is None else opt.read(reader, like, dtype)
     model = Model(
         spec=spec,
         params=params,

@@ -167,5 +167,4 @@ registry.register(
     init=init,
     apply=apply,
     vjp=vjp,
-    skips_input_grad=True,
 )

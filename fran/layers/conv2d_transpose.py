@@ -98,5 +98,4 @@ registry.register(
     init=init,
     apply=apply,
     vjp=vjp,
-    skips_input_grad=True,
 )

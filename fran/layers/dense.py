@@ -68,5 +68,4 @@ registry.register(
     init=init,
     apply=apply,
     vjp=vjp,
-    skips_input_grad=True,
 )
