@@ -45,14 +45,63 @@ def init(spec, shape, rng=0, dtype=np.float32):
     Returns:
         The params pytree (a dict per layer; a tuple of dicts for a network).
     """
-    params = registry.rules_for(spec).init(spec, tuple(shape), as_generator(rng))
+    shape = _check_shape("fran.init", spec, shape)
+    dtype = _check_dtype("fran.init", dtype)
+    params = registry.rules_for(spec).init(spec, shape, as_generator(rng))
     return freeze(tree_map(lambda a: np.array(a, dtype=dtype), params))
+
+
+def _check_shape(fn: str, spec, shape) -> tuple:
+    """A per-sample shape of positive ints that spec accepts, or a ValueError naming fn."""
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{fn}: shape must be a tuple of ints, got {shape!r}") from None
+    if not shape or not all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in shape
+    ):
+        raise ValueError(
+            f"{fn}: shape must be a non-empty tuple of positive ints (per sample, no batch axis), got {shape!r}"
+        )
+    try:
+        output_shape(spec, shape)
+    except ValueError as exc:
+        raise ValueError(f"{fn}: {spec!r} cannot take samples of shape {shape}: {exc}") from None
+    return tuple(int(n) for n in shape)
+
+
+def _check_dtype(fn: str, dtype) -> np.dtype:
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{fn}: dtype must be a NumPy float dtype, got {dtype!r}") from None
+    if dtype.kind != "f":
+        raise TypeError(f"{fn}: dtype must be a floating-point dtype, got {dtype}")
+    return dtype
+
+
+def _check_x(fn: str, spec, x) -> np.ndarray:
+    """x as a batch the spec accepts: an array of floats (N, *sample), or a clear error."""
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim < 2:
+        got = f"{type(x).__name__}" + (
+            f" of dtype {x.dtype} and shape {x.shape}" if isinstance(x, np.ndarray) else ""
+        )
+        raise TypeError(f"{fn}: x must be a float array of shape (N, *sample_shape), got {got}")
+    try:
+        output_shape(spec, x.shape[1:])
+    except ValueError as exc:
+        raise ValueError(
+            f"{fn}: {spec!r} cannot take x of shape {x.shape} (samples {x.shape[1:]}): {exc}"
+        ) from None
+    return x
 
 
 def init_state(spec, shape, dtype=np.float32):
     """Fresh, read-only state for `spec` on per-sample input `shape`: running statistics and the
     like ({} for a layer without state; a tuple of them for a network)."""
-    state = _init_state(spec, tuple(shape))
+    shape = _check_shape("fran.init_state", spec, shape)
+    state = _init_state(spec, shape)
+    dtype = _check_dtype("fran.init_state", dtype)
     return freeze(tree_map(lambda a: np.array(a, dtype=dtype), state))
 
 
@@ -128,22 +177,26 @@ def apply(spec, params, x, *, state=None, key=None, training=False):
 
     A layer with state (batch norm) reads `state`; in training its updated state is dropped
     here: use apply_with_state to keep it."""
+    x = _check_x("fran.apply", spec, x)
     return layer_apply(spec, params, x, state, as_rng(key), bool(training))[0]
 
 
 def apply_with_state(spec, params, x, *, state=None, key=None, training=False):
     """(y, new state): apply that also returns the state the layers updated."""
+    x = _check_x("fran.apply_with_state", spec, x)
     return layer_apply(spec, params, x, state, as_rng(key), bool(training))
 
 
 def vjp(spec, params, x, *, state=None, key=None, training=False):
     """(y, pullback), pullback(gy) -> (gparams, gx), in either mode (inference by default: a
     trained model's gradient with respect to its input, for saliency maps)."""
+    x = _check_x("fran.vjp", spec, x)
     return layer_vjp(spec, params, x, state, as_rng(key), bool(training))[:2]
 
 
 def vjp_with_state(spec, params, x, *, state=None, key=None, training=False):
     """(y, pullback, new state)."""
+    x = _check_x("fran.vjp_with_state", spec, x)
     return layer_vjp(spec, params, x, state, as_rng(key), bool(training))
 
 

@@ -34,7 +34,7 @@ import fran
 from fran import engine, registry
 from fran.model import Model
 from fran.optim import STATES
-from fran.tree import freeze, tree_items, tree_leaves, tree_map
+from fran.tree import freeze, tree_items, tree_map
 
 FORMAT = "fran.model"
 VERSION = 1

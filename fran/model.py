@@ -57,8 +57,11 @@ class Model:
         )
         return same and all(
             _tree_equal(a, b)
-            for a, b in ((self.params, other.params), (self.state, other.state),
-                         (self.opt_state, other.opt_state))
+            for a, b in (
+                (self.params, other.params),
+                (self.state, other.state),
+                (self.opt_state, other.opt_state),
+            )
         )
 
     __hash__ = None  # holds arrays

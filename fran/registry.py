@@ -115,7 +115,9 @@ def register(
     if not callable(vjp):
         raise TypeError(f"register({name!r}): vjp must be callable, got {vjp!r}")
     if init_state is not None and not callable(init_state):
-        raise TypeError(f"register({name!r}): init_state must be callable or None, got {init_state!r}")
+        raise TypeError(
+            f"register({name!r}): init_state must be callable or None, got {init_state!r}"
+        )
     old = _BY_NAME.get(name)
     if old is not None and old.spec_cls is not spec_cls:
         raise RegistryError(

@@ -107,11 +107,16 @@ def _check_randomness(spec, params, x, state, rng) -> None:
     def run(key, training):
         return engine.apply(spec, params, x, state=state, key=key, training=training)
 
-    np.testing.assert_array_equal(run(key, True), run(key, True), err_msg=f"{where}: same key, other output")
+    np.testing.assert_array_equal(
+        run(key, True), run(key, True), err_msg=f"{where}: same key, other output"
+    )
     others = [run(key + i, True) for i in range(1, 6)]
     if all(np.array_equal(o, others[0]) for o in others) and not engine.sublayers(spec):
         np.testing.assert_allclose(
-            others[0], run(None, False), rtol=1e-12, atol=1e-12,
+            others[0],
+            run(None, False),
+            rtol=1e-12,
+            atol=1e-12,
             err_msg=f"{where}: five keys gave one training output that is not the inference one",
         )
     for k in (key, key + 1, None):

@@ -140,6 +140,40 @@ def _head(tree: tuple, cut: int) -> tuple:
     return tree[: len(tree) - cut]
 
 
+def _check_step(fn, optimizer, loss, model, batch):
+    """train_step's arguments, checked at a cost of a few microseconds (shapes, label range)."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(
+            f"{fn}: optimizer must be a fran Optimizer such as adam(1e-3), got {optimizer!r}"
+        )
+    if not isinstance(loss, Loss):
+        raise TypeError(f"{fn}: loss must be a fran Loss such as cross_entropy, got {loss!r}")
+    model = _check_model(fn, model)
+    if not (isinstance(batch, tuple) and len(batch) == 2):
+        raise TypeError(f"{fn}: batch must be a pair (x, target), got {type(batch).__name__}")
+    x, target = batch
+    want = model.input_shape
+    if not isinstance(x, np.ndarray) or x.shape[1:] != want or x.dtype != model.dtype or not len(x):
+        got = (
+            f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
+        )
+        raise ValueError(
+            f"{fn}: x must be a non-empty {model.dtype} array of shape (B, {', '.join(map(str, want))}), "
+            f"got a {got}"
+        )
+    if not isinstance(target, np.ndarray) or len(target) != len(x):
+        got = f"shape {target.shape}" if isinstance(target, np.ndarray) else type(target).__name__
+        raise ValueError(f"{fn}: target must be an array with {len(x)} rows like x, got {got}")
+    if loss.on_logits and target.ndim == 1:
+        k = _output_shape(model)[-1]
+        if target.dtype.kind not in "iu" or target.min() < 0 or target.max() >= k:
+            raise ValueError(
+                f"{fn}: integer labels in [0, {k}) expected in target, got dtype {target.dtype}, "
+                f"min {target.min()}, max {target.max()}"
+            )
+    return x, target
+
+
 def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[Model, float]:
     """One optimizer step on one batch, in training mode: (model, (x, target)) -> (new model, loss).
 
@@ -153,7 +187,7 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
         The model after the step (params, layer state, optimizer state, step + 1) and the
         batch's mean loss.
     """
-    x, target = batch
+    x, target = _check_step("train_step", optimizer, loss, model, batch)
     body, cut = loss_head(model.spec, loss)
     params, state = _head(model.params, cut), _head(model.state, cut)
     key = training_key(model)

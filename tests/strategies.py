@@ -76,9 +76,11 @@ def _pool_gap(spec: maxpooling, x: np.ndarray) -> float:
 
 def _serial_margin(layers, params, state, x) -> float:
     margin = np.inf
-    for layer, p, st in zip(layers, params, state, strict=True):
-        margin = min(margin, kink_margin(layer, p, x, st))
-        x = engine.apply(layer, p, x, state=st)  # inference: batch norm by the given statistics
+    for layer, p, layer_state in zip(layers, params, state, strict=True):
+        margin = min(margin, kink_margin(layer, p, x, layer_state))
+        x = engine.apply(
+            layer, p, x, state=layer_state
+        )  # inference: batch norm by the given statistics
     return margin
 
 
@@ -221,7 +223,9 @@ def dropout_structures():
 
 @st.composite
 def batchnorm_structures(draw):
-    spec = batchnorm(momentum=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])), eps=draw(st.sampled_from([1e-5, 0.1])))
+    spec = batchnorm(
+        momentum=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])), eps=draw(st.sampled_from([1e-5, 0.1]))
+    )
     image = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
     return spec, draw(st.sampled_from([image, (draw(st.integers(1, 5)),)]))
 
@@ -234,14 +238,23 @@ def residual_structures(draw):
     if draw(st.booleans()):
         F = draw(st.integers(1, 4))
         out = draw(st.integers(1, 4)) if draw(st.booleans()) else F
-        layers = [dense(n_out=out, activation=draw(smooth)), batchnorm(), dropout(draw(st.sampled_from([0.0, 0.3])))]
+        layers = [
+            dense(n_out=out, activation=draw(smooth)),
+            batchnorm(),
+            dropout(draw(st.sampled_from([0.0, 0.3]))),
+        ]
         shortcut = None if out == F and draw(st.booleans()) else [dense(n_out=out), batchnorm()]
         return residual(layers, shortcut=shortcut), (F,)
     C, H = draw(st.integers(1, 2)), draw(st.integers(2, 4))
     stride = draw(st.integers(1, 2))
     out = C if stride == 1 and draw(st.booleans()) else draw(st.integers(1, 3))
-    layers = [conv2d(k=3, channels=out, stride=stride, padding=1, activation=draw(smooth)), batchnorm()]
-    shortcut = None if (out, stride) == (C, 1) else [conv2d(k=1, channels=out, stride=stride), batchnorm()]
+    layers = [
+        conv2d(k=3, channels=out, stride=stride, padding=1, activation=draw(smooth)),
+        batchnorm(),
+    ]
+    shortcut = (
+        None if (out, stride) == (C, 1) else [conv2d(k=1, channels=out, stride=stride), batchnorm()]
+    )
     return residual(layers, shortcut=shortcut), (C, H, H)
 
 

@@ -43,9 +43,7 @@ class batchnorm:
 
 def output_shape(spec, shape):
     if len(shape) not in (1, 3):
-        raise ValueError(
-            f"{spec!r}: expects (C, H, W) or (F,) samples, got shape {tuple(shape)}"
-        )
+        raise ValueError(f"{spec!r}: expects (C, H, W) or (F,) samples, got shape {tuple(shape)}")
     return tuple(shape)
 
 

@@ -21,7 +21,9 @@ def _layer_list(instance, attribute, value) -> None:
         try:
             registry.rules_for(layer)
         except registry.RegistryError as exc:
-            raise ValueError(f"residual: {attribute.name}[{i}] is not a layer spec: {exc}") from None
+            raise ValueError(
+                f"residual: {attribute.name}[{i}] is not a layer spec: {exc}"
+            ) from None
 
 
 def _optional_tuple(value):
@@ -48,7 +50,9 @@ residual.__repr__ = _repr
 
 def _branch_shapes(spec, shape):
     out_f = engine._shapes(engine.network(spec.layers), shape)[-1]
-    out_g = shape if spec.shortcut is None else engine._shapes(engine.network(spec.shortcut), shape)[-1]
+    out_g = (
+        shape if spec.shortcut is None else engine._shapes(engine.network(spec.shortcut), shape)[-1]
+    )
     return out_f, out_g
 
 
@@ -69,11 +73,16 @@ def _branches(spec):
 
 def init(spec, shape, rng):
     rngs = rng.spawn(2)
-    return {b: engine._net_init(engine.network(layers), shape, r) for (b, layers), r in zip(_branches(spec), rngs, strict=False)}
+    return {
+        b: engine._net_init(engine.network(layers), shape, r)
+        for (b, layers), r in zip(_branches(spec), rngs, strict=False)
+    }
 
 
 def init_state(spec, shape):
-    return {b: engine._net_init_state(engine.network(layers), shape) for b, layers in _branches(spec)}
+    return {
+        b: engine._net_init_state(engine.network(layers), shape) for b, layers in _branches(spec)
+    }
 
 
 def _part(tree, branch):

@@ -23,7 +23,12 @@ from fran.tree import freeze
 torch.set_num_threads(1)
 RTOL = 1e-9
 SOME = settings(max_examples=40, deadline=None)
-TORCH_ACT = {"identity": lambda z: z, "tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+TORCH_ACT = {
+    "identity": lambda z: z,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+}
 
 
 def close(actual, expected, what, rtol=RTOL):
@@ -110,7 +115,9 @@ def test_batchnorm_running_statistics_over_steps_then_inference(image):
     y, pullback = fran.vjp(spec, params, x, state=state)
     gy = rng.normal(size=y.shape)
     close(y, yt, "inference y")
-    close(pullback(gy)[1], torch.autograd.grad((yt * torch.tensor(gy)).sum(), xt)[0], "inference dx")
+    close(
+        pullback(gy)[1], torch.autograd.grad((yt * torch.tensor(gy)).sum(), xt)[0], "inference dx"
+    )
 
 
 def test_batchnorm_defaults_are_torchs():
@@ -183,7 +190,12 @@ def test_residual_block(seed, projection, act, training):
     shape = (C, H, H)
     params = fran.init(spec, shape, rng=seed, dtype=np.float64)
     state = fran.init_state(spec, shape, np.float64)
-    state = freeze({k: tuple({n: a + rng.uniform(0, 0.5, a.shape) for n, a in s.items()} for s in v) for k, v in state.items()})
+    state = freeze(
+        {
+            k: tuple({n: a + rng.uniform(0, 0.5, a.shape) for n, a in s.items()} for s in v)
+            for k, v in state.items()
+        }
+    )
     x = ro(rng.normal(size=(3, *shape)))
     y, pullback, new = fran.vjp_with_state(spec, params, x, state=state, training=training)
     gy = rng.normal(size=y.shape)
@@ -201,7 +213,9 @@ def test_residual_block(seed, projection, act, training):
     grads = torch.autograd.grad((yt * torch.tensor(gy)).sum(), [xt] + [v for _, v in tf + tg])
     close(y, yt, f"{spec!r} y")
     close(gx, grads[0], f"{spec!r} dx", 1e-8)
-    ours = [a for p in gp["f"] for a in p.values()] + [a for p in gp.get("g", ()) for a in p.values()]
+    ours = [a for p in gp["f"] for a in p.values()] + [
+        a for p in gp.get("g", ()) for a in p.values()
+    ]
     assert len(ours) == len(grads) - 1
     for i, (a, b) in enumerate(zip(ours, grads[1:], strict=True)):
         close(a, b, f"{spec!r} param gradient {i}", 1e-8)
