@@ -109,9 +109,16 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool =
     The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the value
     and gradients are the means of the pieces' weighted by their sizes. Only networks without
     random, stateful or batchwise layers are cut (split=True), so the state is the first piece's
-    (it is empty); split=False computes the batch whole on this thread, BLAS using its threads."""
+    (it is empty); split=False computes the batch whole on this thread, with BLAS held to one
+    thread as well: a multithreaded OpenBLAS spin-waits, and with the other core busy an epoch
+    took up to 7x longer than on one thread (benchmarks/README.md)."""
     n = len(x)
-    parts = max(1, min(num_threads(), n // MIN_PIECE)) if split else 1
+    if not split:
+        if num_threads() == 1:
+            return fn(x, target)
+        with _one_blas_thread():
+            return fn(x, target)
+    parts = max(1, min(num_threads(), n // MIN_PIECE))
     if parts == 1:
         return fn(x, target)
     cuts = _cuts(n, parts)
