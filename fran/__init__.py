@@ -4,13 +4,29 @@ Layers are frozen specs; params are pytrees of read-only arrays; init/apply/vjp 
 functions dispatched through `fran.registry`; training is a fold of `train_step` over batches.
 """
 
-from fran import memory, registry
+from fran import memory, registry, schedules
 from fran.engine import apply, init, network, output_shape, vjp
 from fran.io import CheckpointError, load, load_checkpoint, save, save_checkpoint
 from fran.layers import conv2d, conv2d_transpose, dense, flatten, maxpooling, softmax
 from fran.losses import Loss, cross_entropy, mse
 from fran.model import Model, init_weights, summary
-from fran.optim import AdamState, Optimizer, SgdState, adam, sgd
+from fran.optim import (
+    AdadeltaState,
+    AdamState,
+    ChainState,
+    EmptyState,
+    Optimizer,
+    RmspropState,
+    SgdState,
+    adadelta,
+    adam,
+    adamw,
+    apply_updates,
+    chain,
+    clip_by_global_norm,
+    rmsprop,
+    sgd,
+)
 from fran.train import TrainingError, evaluate_nn, predict, train_nn, train_step
 
 __version__ = "0.1.0"
@@ -18,7 +34,18 @@ __version__ = "0.1.0"
 memory.keep_freed_memory()  # glibc keeps freed arrays for reuse: see fran/memory.py
 
 __all__ = [
+    "AdadeltaState",
     "AdamState",
+    "ChainState",
+    "EmptyState",
+    "RmspropState",
+    "adadelta",
+    "adamw",
+    "apply_updates",
+    "chain",
+    "clip_by_global_norm",
+    "rmsprop",
+    "schedules",
     "CheckpointError",
     "Loss",
     "Model",

@@ -18,7 +18,7 @@ from fran import engine, parallel
 from fran.layers.softmax import softmax
 from fran.losses import Loss, cross_entropy, get_loss, mse
 from fran.model import Model
-from fran.optim import Optimizer, adam, get_optimizer
+from fran.optim import Optimizer, adam, apply_updates, get_optimizer, same_kind
 
 
 class TrainingError(FloatingPointError):
@@ -154,7 +154,8 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
     value, grads = parallel.batch_mean(value_and_grads, x, target)
     if fused:
         grads = (*grads, {})
-    params, opt_state = optimizer.update(grads, model.opt_state, model.params)
+    updates, opt_state = optimizer.update(grads, model.opt_state, model.params)
+    params = apply_updates(model.params, updates)
     spec = attrs.evolve(model.spec, step=model.spec.step + 1)
     return attrs.evolve(model, spec=spec, params=params, opt_state=opt_state), value
 
@@ -178,7 +179,7 @@ def minibatches(X, y, batch_size: int, rng: np.random.Generator) -> Iterator[tup
 
 def _opt_state_for(optimizer: Optimizer, model: Model):
     fresh = optimizer.init(model.params)
-    if model.opt_state is not None and type(model.opt_state) is type(fresh):
+    if model.opt_state is not None and same_kind(model.opt_state, fresh):
         return model.opt_state
     return fresh  # first epoch, or a different kind of optimizer: start from its fresh state
 
