@@ -28,6 +28,7 @@ fields are Python numbers or params-shaped trees of arrays; ChainState.inner is 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -92,7 +93,12 @@ def same_kind(a, b) -> bool:
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number: Python's or NumPy's, but not a bool."""
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, (bool, np.bool_))
+        and math.isfinite(value)
+    )
 
 
 def _positive(name, value, what):
@@ -135,7 +141,7 @@ def _learning_rate(name: str, lr) -> Callable[[int], float]:
 
 
 def _show(lr) -> str:
-    return repr(lr) if _number(lr) else getattr(lr, "__name__", "schedule")
+    return repr(float(lr)) if _number(lr) else getattr(lr, "__name__", "schedule")
 
 
 # ---------------------------------------------------------------- composition

@@ -16,13 +16,15 @@ steps, not epochs):
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 
 Schedule = Callable[[int], float]
 
 
 def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite real number: Python's or NumPy's, but not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _positive(fn, value, what):
@@ -36,7 +38,7 @@ def _count(fn, value, what):
 
 
 def _step(fn, step):
-    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+    if not (isinstance(step, numbers.Integral) and not isinstance(step, bool) and step >= 0):
         raise ValueError(f"{fn}: step must be an integer >= 0, got {step!r}")
 
 

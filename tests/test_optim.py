@@ -403,6 +403,15 @@ def test_updates_and_states_are_read_only_and_follow_the_rules(opt):
     check(state)
 
 
+def test_numpy_numbers_are_accepted_as_hyperparameters_and_schedule_values():
+    opt = adam(np.float64(0.01), b1=np.float32(0.5))
+    p, _ = _one(sgd(lambda step: np.float32(0.5)), [1.0], [1.0])
+    np.testing.assert_allclose(p, [0.5])
+    assert "lr=0.01" in opt.name
+    with pytest.raises(ValueError, match="lr"):
+        sgd(np.bool_(True))
+
+
 def test_apply_updates_keeps_dtypes_and_is_read_only():
     params = freeze({"w": np.ones(3, np.float32)})
     new = apply_updates(params, {"w": np.full(3, 0.5)})
