@@ -467,3 +467,12 @@ def test_train_nn_accepts_a_chain_and_keeps_its_state():
     model = fran.train_nn(model, X, y, optimizer=opt, batch_size=8)
     assert model.opt_state.inner[1].count == 6
     assert all(a.dtype == np.float32 for _, a in tree_items(model.params))
+
+
+def test_train_nn_surfaces_a_bad_schedule_value():
+    model = fran.init_weights(fran.network([fran.dense(n_out=3), fran.softmax()]), 1, 4)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((20, 4)).astype(np.float32), rng.integers(0, 3, 20)
+    opt = adam(lambda step: 1e-3 if step < 2 else -1.0)
+    with pytest.raises(ValueError, match="adam: the lr schedule returned -1.0 at step 2"):
+        fran.train_nn(model, X, y, optimizer=opt, batch_size=8)
