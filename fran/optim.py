@@ -2,7 +2,7 @@
 
 An Optimizer is `(name, init, update)`: `init(params) -> state` and
 `update(grads, state, params) -> (updates, new_state)`, where `updates` is a params-shaped tree of
-deltas; `apply_updates(params, updates)` adds them. `chain(*transforms)` composes transformations,
+deltas (state None means init(params)); `apply_updates(params, updates)` adds them. `chain(*transforms)` composes transformations,
 each one's updates feeding the next as its gradients: `chain(clip_by_global_norm(1.0), adam())`.
 Every call builds new read-only arrays and mutates nothing.
 
@@ -147,6 +147,16 @@ def _show(lr) -> str:
 # ---------------------------------------------------------------- composition
 
 
+def _optimizer(name: str, init, update) -> Optimizer:
+    """The Optimizer, its update taking state None as init(params): a model never trained
+    (opt_state None) can take a train_step, as plain sgd always could."""
+
+    def fresh_if_none(grads, state, params):
+        return update(grads, init(params) if state is None else state, params)
+
+    return Optimizer(name, init, fresh_if_none)
+
+
 def apply_updates(params, updates):
     """params + updates, leaf by leaf, as new read-only arrays of the params' dtypes."""
     return freeze(tree_map(lambda p, u: np.add(p, u, dtype=np.result_type(p)), params, updates))
@@ -170,7 +180,7 @@ def chain(*transforms: Optimizer) -> Optimizer:
             inner.append(s)
         return grads, ChainState(tuple(inner))
 
-    return Optimizer(f"chain({', '.join(t.name for t in transforms)})", init, update)
+    return _optimizer(f"chain({', '.join(t.name for t in transforms)})", init, update)
 
 
 def clip_by_global_norm(max_norm: float) -> Optimizer:
@@ -193,7 +203,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
         scale = min(max_norm / (total + 1e-6), 1.0)
         return freeze(tree_map(lambda g: g * np.asarray(scale, np.result_type(g)), grads)), state
 
-    return Optimizer(f"clip_by_global_norm(max_norm={max_norm})", init, update)
+    return _optimizer(f"clip_by_global_norm(max_norm={max_norm})", init, update)
 
 
 # ---------------------------------------------------------------- optimizers
@@ -238,7 +248,7 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
         return updates, SgdState(velocity, state.count + 1)
 
     name = f"sgd(lr={_show(lr)}, momentum={momentum}, nesterov={nesterov}, weight_decay={weight_decay})"
-    return Optimizer(name, init, update)
+    return _optimizer(name, init, update)
 
 
 def _adam(fn: str, lr, b1, b2, eps, weight_decay, decoupled: bool) -> Optimizer:
@@ -280,7 +290,7 @@ def _adam(fn: str, lr, b1, b2, eps, weight_decay, decoupled: bool) -> Optimizer:
         return unravel(tmp), AdamState(t, unravel(mu), unravel(nu))
 
     name = f"{fn}(lr={_show(lr)}, b1={b1}, b2={b2}, eps={eps}, weight_decay={weight_decay})"
-    return Optimizer(name, init, update)
+    return _optimizer(name, init, update)
 
 
 def adam(lr=1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, weight_decay=0.0):
@@ -344,7 +354,7 @@ def rmsprop(lr=0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0
         updates = freeze(tree_map(lambda d: d * -step_lr, direction))
         return updates, RmspropState(state.count + 1, square_avg, buf)
 
-    return Optimizer(
+    return _optimizer(
         f"rmsprop(lr={_show(lr)}, alpha={alpha}, eps={eps}, momentum={momentum})", init, update
     )
 
@@ -384,7 +394,7 @@ def adadelta(lr=1.0, rho: float = 0.9, eps: float = 1e-6) -> Optimizer:
         updates = freeze(tree_map(lambda d: d * -step_lr, delta))
         return updates, AdadeltaState(state.count + 1, square_avg, acc_delta)
 
-    return Optimizer(f"adadelta(lr={_show(lr)}, rho={rho}, eps={eps})", init, update)
+    return _optimizer(f"adadelta(lr={_show(lr)}, rho={rho}, eps={eps})", init, update)
 
 
 OPTIMIZERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop, "adadelta": adadelta}

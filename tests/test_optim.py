@@ -476,3 +476,12 @@ def test_train_nn_surfaces_a_bad_schedule_value():
     opt = adam(lambda step: 1e-3 if step < 2 else -1.0)
     with pytest.raises(ValueError, match="adam: the lr schedule returned -1.0 at step 2"):
         fran.train_nn(model, X, y, optimizer=opt, batch_size=8)
+
+
+@pytest.mark.parametrize("opt", ALL_OPTIMIZERS, ids=lambda o: o.name)
+def test_a_state_of_none_is_the_fresh_state(opt):
+    params, grads = _params(), _grads(0, _params())
+    a, sa = opt.update(grads, None, params)
+    b, sb = opt.update(grads, opt.init(params), params)
+    _allclose(a, b, rtol=0)
+    _allclose(sa, sb, rtol=0)
