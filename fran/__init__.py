@@ -4,7 +4,7 @@ Layers are frozen specs; params are pytrees of read-only arrays; init/apply/vjp 
 functions dispatched through `fran.registry`; training is a fold of `train_step` over batches.
 """
 
-from fran import memory, registry
+from fran import memory, registry, schedules
 from fran.engine import (
     apply,
     apply_with_state,
@@ -30,7 +30,23 @@ from fran.layers import (
 )
 from fran.losses import Loss, cross_entropy, mse
 from fran.model import Model, init_weights, summary
-from fran.optim import AdamState, Optimizer, SgdState, adam, apply_updates, sgd
+from fran.optim import (
+    AdadeltaState,
+    AdamState,
+    ChainState,
+    EmptyState,
+    Optimizer,
+    RmspropState,
+    SgdState,
+    adadelta,
+    adam,
+    adamw,
+    apply_updates,
+    chain,
+    clip_by_global_norm,
+    rmsprop,
+    sgd,
+)
 from fran.train import TrainingError, evaluate_nn, predict, train_nn, train_step
 
 __version__ = "0.1.0"
@@ -38,19 +54,27 @@ __version__ = "0.1.0"
 memory.keep_freed_memory()  # glibc keeps freed arrays for reuse: see fran/memory.py
 
 __all__ = [
+    "AdadeltaState",
     "AdamState",
+    "ChainState",
     "CheckpointError",
+    "EmptyState",
     "Loss",
     "Model",
     "Optimizer",
+    "RmspropState",
     "SgdState",
     "TrainingError",
     "activation",
+    "adadelta",
     "adam",
+    "adamw",
     "apply",
     "apply_updates",
     "apply_with_state",
     "batchnorm",
+    "chain",
+    "clip_by_global_norm",
     "conv2d",
     "conv2d_transpose",
     "cross_entropy",
@@ -70,8 +94,10 @@ __all__ = [
     "predict",
     "registry",
     "residual",
+    "rmsprop",
     "save",
     "save_checkpoint",
+    "schedules",
     "sgd",
     "softmax",
     "summary",

@@ -18,7 +18,7 @@ from fran import engine, parallel
 from fran.layers.softmax import softmax
 from fran.losses import Loss, cross_entropy, get_loss, mse
 from fran.model import Model
-from fran.optim import Optimizer, adam, apply_updates, get_optimizer
+from fran.optim import Optimizer, adam, apply_updates, get_optimizer, same_kind
 from fran.tree import freeze
 
 
@@ -234,7 +234,7 @@ def minibatches(X, y, batch_size: int, rng: np.random.Generator) -> Iterator[tup
 
 def _opt_state_for(optimizer: Optimizer, model: Model):
     fresh = optimizer.init(model.params)
-    if model.opt_state is not None and type(model.opt_state) is type(fresh):
+    if model.opt_state is not None and same_kind(model.opt_state, fresh):
         return model.opt_state
     return fresh  # first epoch, or a different kind of optimizer: start from its fresh state
 
@@ -257,8 +257,10 @@ def train_nn(
         X: inputs (N, m, n) or (N, channels, m, n) (or (N, features) for an MLP).
         y: integer labels (N,) or one-hot (N, K) for classifiers; target outputs for mse
             (for an autoencoder, the images themselves).
-        optimizer: sgd(...) or adam(...) (or the names "sgd", "adam"); its state travels
-            inside the model across epochs.
+        optimizer: an Optimizer (sgd, adam, adamw, rmsprop, adadelta, or a chain such as
+            chain(clip_by_global_norm(1.0), adam(1e-3))) or one of the names "sgd" (lr 0.01),
+            "adam", "adamw", "rmsprop", "adadelta" (their defaults); its state travels inside
+            the model across epochs.
         batch_size: samples per step; a batch larger than the data is the whole data.
         loss: None (cross_entropy after a final softmax, else mse), a Loss or its name.
         seed: the shuffle seed; None uses the model's seed. Epoch e shuffles with [seed, e].

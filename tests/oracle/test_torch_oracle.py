@@ -418,7 +418,8 @@ def check_optimizer(optimizer, make_torch_opt, rng) -> None:
     for step in range(N_STEPS):
         # Mixed magnitudes, including near-zero gradients where Adam's eps matters.
         grads = tree_map(lambda a: rng.normal(size=a.shape) * rng.choice([1e-6, 1e-2, 1.0]), params)
-        params, state = optimizer.update(freeze(grads), state, params)
+        updates, state = optimizer.update(freeze(grads), state, params)
+        params = fran.apply_updates(params, updates)
         for path, g in tree_items(grads):
             tensors[path].grad = torch.tensor(g)
         opt_t.step()
