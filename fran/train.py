@@ -153,14 +153,15 @@ def _check_step(fn, optimizer, loss, model, batch):
         raise TypeError(f"{fn}: batch must be a pair (x, target), got {type(batch).__name__}")
     x, target = batch
     want = model.input_shape
-    if not isinstance(x, np.ndarray) or x.shape[1:] != want or x.dtype != model.dtype or not len(x):
+    if not isinstance(x, np.ndarray) or x.shape[1:] != want or x.dtype.kind != "f" or not len(x):
         got = (
             f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
         )
         raise ValueError(
-            f"{fn}: x must be a non-empty {model.dtype} array of shape (B, {', '.join(map(str, want))}), "
+            f"{fn}: x must be a non-empty float array of shape (B, {', '.join(map(str, want))}), "
             f"got a {got}"
         )
+    x = x.astype(model.dtype, copy=False)  # computed in the model's dtype, as train_nn does
     if not isinstance(target, np.ndarray) or len(target) != len(x):
         got = f"shape {target.shape}" if isinstance(target, np.ndarray) else type(target).__name__
         raise ValueError(f"{fn}: target must be an array with {len(x)} rows like x, got {got}")
