@@ -208,3 +208,27 @@ def test_files_of_format_v1_still_load(name):
     optimizer = fran.adam(1e-3) if name == "adam" else fran.sgd(0.1, momentum=0.9)
     more = fran.train_nn(model, X, y % 3, optimizer=optimizer, batch_size=16)
     assert more.step == 6 and type(more.opt_state) is type(model.opt_state)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        fran.chain(fran.clip_by_global_norm(1.0), fran.adam(1e-3)),
+        fran.sgd(0.1, momentum=0.9, nesterov=True, weight_decay=1e-4),
+        fran.adamw(),
+        fran.rmsprop(momentum=0.9),
+        fran.adadelta(),
+    ],
+    ids=lambda o: o.name.split("(")[0],
+)
+def test_every_optimizer_state_round_trips_through_a_checkpoint(tmp_path, optimizer):
+    X, y = _data(48)
+    model = fran.train_nn(
+        fran.init_weights(_mixed(), 12, 12), X, y, optimizer=optimizer, batch_size=16
+    )
+    fran.save_checkpoint(tmp_path, model, metadata={"k": 1})
+    loaded, meta = fran.load_checkpoint(tmp_path)
+    assert loaded == model and meta == {"k": 1}
+    a = fran.train_nn(loaded, X, y, optimizer=optimizer, batch_size=16)
+    b = fran.train_nn(model, X, y, optimizer=optimizer, batch_size=16)
+    assert a == b  # bitwise: the state resumed exactly
