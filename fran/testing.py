@@ -114,7 +114,9 @@ def check_layer(
 def check_init(spec, shape, *, rng=0, dtype=np.float32):
     """Assert that init gives read-only `dtype` arrays, reproducibly, and return the params.
 
-    Also checks that output_shape is a tuple of positive ints matching apply on a zero batch.
+    Also checks that output_shape is a tuple of positive ints matching apply on a zero and on a
+    random batch, and that apply's output, vjp's output, dx and every dparams leaf stay in
+    `dtype` (float32 training must not upcast to float64 anywhere).
 
     Args:
         spec: a registered layer spec.
@@ -139,6 +141,15 @@ def check_init(spec, shape, *, rng=0, dtype=np.float32):
     assert isinstance(out, tuple) and all(
         isinstance(n, (int, np.integer)) and n >= 1 for n in out
     ), f"{where}: output_shape gave {out!r}"
-    y = engine.apply(spec, params, np.zeros((2, *shape), dtype=dtype))
-    assert y.shape == (2, *out), f"{where}: apply gave {y.shape}, output_shape says (2, *{out})"
+    x = np.random.default_rng(rng).standard_normal((2, *shape)).astype(dtype)
+    for batch in (np.zeros_like(x), x):
+        y = engine.apply(spec, params, batch)
+        assert y.shape == (2, *out), f"{where}: apply gave {y.shape}, output_shape says (2, *{out})"
+        assert y.dtype == np.dtype(dtype), f"{where}: apply turned {dtype} input into {y.dtype}"
+    y, pullback = engine.vjp(spec, params, x)
+    assert y.dtype == np.dtype(dtype), f"{where}: vjp turned {dtype} input into {y.dtype}"
+    gparams, gx = pullback(np.ones_like(y))
+    assert gx.dtype == np.dtype(dtype), f"{where}: dx is {gx.dtype}, not {dtype}"
+    for path, g in tree_items(gparams):
+        assert g.dtype == np.dtype(dtype), f"{where}: dparams[{path}] is {g.dtype}, not {dtype}"
     return params
