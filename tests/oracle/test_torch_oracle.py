@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import fran
@@ -188,7 +188,9 @@ def test_conv2d(data):
     )
     lo = max(1, k - 2 * padding)
     h = data.draw(st.integers(lo, lo + 8), label="H")
-    w = data.draw(st.integers(lo, lo + 8).filter(lambda v: v != h), label="W")
+    square = data.draw(st.booleans(), label="square")
+    event("square input" if square else "non-square input")
+    w = h if square else data.draw(st.integers(lo, lo + 8).filter(lambda v: v != h), label="W")
     n = data.draw(st.integers(1, 3), label="N")
     c_in = data.draw(st.integers(1, 4), label="C_in")
     check_conv2d(spec, n, c_in, h, w, np.random.default_rng(data.draw(seeds, label="seed")))
@@ -241,8 +243,10 @@ def test_conv2d_output_side(k, out, inp, padding, h, w, activation):
 @given(st.data())
 def test_conv2d_transpose(data):
     k = data.draw(st.integers(1, 4), label="k")
-    stride = data.draw(st.integers(1, 3), label="stride")
-    padding = data.draw(st.integers(0, k - 1), label="padding")
+    stride = data.draw(st.one_of(st.integers(1, 3), st.integers(4, 6)), label="stride")
+    padding = data.draw(st.one_of(st.integers(0, k - 1), st.integers(k, k + 2)), label="padding")
+    event("stride >= 4" if stride >= 4 else "stride < 4")
+    event("padding >= k" if padding >= k else "padding < k")
     spec = fran.conv2d_transpose(
         k,
         data.draw(st.integers(1, 4), label="channels"),
@@ -293,7 +297,9 @@ def torch_pool(spec: fran.maxpooling):
 def test_maxpooling(data):
     """Distinct random floats (no ties): overlapping (s < k), ragged (floor) and s > k windows."""
     k = data.draw(st.integers(1, 4), label="k")
-    stride = data.draw(st.one_of(st.none(), st.integers(1, 4)), label="stride")
+    overlapping = st.integers(1, k - 1) if k > 1 else st.just(1)
+    stride = data.draw(st.one_of(st.none(), overlapping, st.integers(1, 4)), label="stride")
+    event("overlapping windows" if (stride or k) < k else "disjoint windows")
     spec = fran.maxpooling(k, stride)
     h = data.draw(st.integers(k, k + 8), label="H")
     w = data.draw(st.integers(k, k + 8), label="W")
