@@ -174,3 +174,41 @@ def test_conv2d_in_small_blocks_equals_conv2d_whole(spec, shape, block, dtype):
     assert_near(dx1, dx0.astype(np.float64), dtype, "dx")
     for name in g0:
         assert_near(g1[name], g0[name].astype(np.float64), dtype, f"d/d{name}")
+
+
+# ---------------------------------------------------------------- the layout helpers
+
+
+@pytest.mark.parametrize("p", [0, 1, 3])
+def test_padded_rows_is_the_padded_input_channels_first(p):
+    x = np.random.default_rng(p).standard_normal((2, 3, 4, 5))
+    want = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))).transpose(1, 0, 2, 3).reshape(3, -1)
+    np.testing.assert_array_equal(KERNELS.padded_rows(x, p), want)
+
+
+def test_in_corner_puts_dz_top_left_of_zeros():
+    dz = np.arange(2 * 3 * 2 * 2, dtype=np.float64).reshape(2, 3 * 2 * 2)  # O=2, N=3, 2 x 2
+    got = KERNELS.in_corner(dz, 3, 2, 2, 4, 5).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(got[:, :, :2, :2], dz.reshape(2, 3, 2, 2))
+    assert not got[:, :, 2:].any() and not got[:, :, :, 2:].any()
+
+
+def test_channels_first_and_batch_first_are_inverse_layouts():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5))
+    m = KERNELS.channels_first(x)
+    np.testing.assert_array_equal(m, x.transpose(1, 0, 2, 3).reshape(3, -1))
+    np.testing.assert_array_equal(KERNELS.batch_first(m, 2, 4, 5), x)
+
+
+@pytest.mark.parametrize("axes", [(0, 1, 2, 3), (1, 0, 2, 3), (3, 2, 1, 0)])
+def test_layout_helpers_keep_values_and_follow_the_memory_order(axes):
+    like = np.zeros([(2, 3, 4, 5)[i] for i in axes])
+    like = like.transpose(np.argsort(axes))  # shape (2, 3, 4, 5), memory order `axes`
+    order = np.argsort([-s for s in like.strides]).tolist()
+    z = KERNELS.zeros_in_layout_of(like, np.float32)
+    assert z.shape == like.shape and z.dtype == np.float32 and not z.any()
+    assert np.argsort([-s for s in z.strides]).tolist() == order
+    a = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
+    b = KERNELS.in_layout_of(a, like)
+    np.testing.assert_array_equal(b, a)
+    assert np.argsort([-s for s in b.strides]).tolist() == order
