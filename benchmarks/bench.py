@@ -292,6 +292,72 @@ def check_param_counts(tm) -> dict[str, int]:
     return counts
 
 
+def torch_shapes(module, x) -> list[tuple]:
+    """The per-sample shape after each module of an nn.Sequential, repeats (activations) dropped."""
+    shapes = [tuple(x.shape[1:])]
+    for m in module:
+        x = m(x)
+        if tuple(x.shape[1:]) != shapes[-1]:
+            shapes.append(tuple(x.shape[1:]))
+    return shapes
+
+
+def fran_shapes(model) -> list[tuple]:
+    """The per-sample shape after each fran layer, repeats (a final softmax) dropped."""
+    shapes = [tuple(model.input_shape)]
+    for spec in model.spec.layers:
+        shape = tuple(fran.output_shape(spec, shapes[-1]))
+        if shape != shapes[-1]:
+            shapes.append(shape)
+    return shapes
+
+
+def check_twin_shapes(tm, torch) -> dict[str, list[tuple]]:
+    """Assert each fran network and its torch twin produce the same shape after every layer,
+    and the same output shape on a real batch (forward passes of 2 images); return the shapes."""
+    out = {}
+    for name in fm.ARCHITECTURES:
+        model, trainer = fm.make_model(name), tm.make_trainer(name)
+        x = np.zeros((2, *model.input_shape), dtype=np.float32)
+        with torch.no_grad():
+            theirs = torch_shapes(trainer.model.eval(), torch.from_numpy(x))
+            y_torch = tuple(trainer.model(torch.from_numpy(x)).shape)
+        ours = fran_shapes(model)
+        if ours != theirs:
+            raise AssertionError(f"{name}: fran's layer shapes {ours} != torch's {theirs}")
+        y_fran = fm.infer(model, x, 2).shape
+        if y_fran != y_torch:
+            raise AssertionError(f"{name}: fran outputs {y_fran}, torch {y_torch}")
+        out[name] = ours
+    return out
+
+
+# A 1-minute load average above LOAD_MARGIN per CPU beyond this benchmark's own threads means
+# other work competes for the CPUs: the timings are then not to be trusted.
+LOAD_MARGIN = 0.5
+
+
+def high_load(load: float, cpus: int, own_threads: float) -> bool:
+    """Whether `load` exceeds what this run itself explains (own_threads) by LOAD_MARGIN * cpus."""
+    return load - own_threads > LOAD_MARGIN * cpus
+
+
+def check_load(results: dict, when: str, own_threads: float) -> None:
+    """Warn (stderr, and results["warnings"]) when the machine's load is high at `when`."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this system
+        return
+    cpus = os.cpu_count() or 1
+    if high_load(load, cpus, own_threads):
+        message = (
+            f"warning: load average {load:.2f} on {cpus} CPUs {when} (this run accounts for "
+            f"about {own_threads:g}): other work is competing, the timings will be slow and noisy"
+        )
+        print(message, file=sys.stderr, flush=True)
+        results.setdefault("warnings", []).append(message)
+
+
 def bench_train(arch: str, X, target, args, tm) -> tuple[list[float], list[float]]:
     """One epoch per run for each framework, alternating, each after a warm-up batch."""
     xt, tt = tm.as_tensors(X, target)
@@ -399,6 +465,7 @@ def rss_child(args) -> None:
         "peak_rss_kib": peak_rss_kib(),
         "seconds": seconds,
         "torch_imported": "torch" in sys.modules,
+        "malloc_tuned": fran.memory.applied,
     }
     print(json.dumps(report))
 
@@ -406,6 +473,9 @@ def rss_child(args) -> None:
 def bench_peak_rss(args) -> tuple[list[float], list[float], list[dict]]:
     """Peak RSS (MiB) of a LeNet5 epoch, one fresh child process per run and framework."""
     env = child_env()
+    # the torch child imports fran (through this script), which would tune glibc's malloc for
+    # it (fran/memory.py); FRAN_MALLOC_TUNING=0 leaves its malloc as PyTorch users have it
+    envs = {"fran": env, "torch": {**env, "FRAN_MALLOC_TUNING": "0"}}
     fran_mib, torch_mib, reports = [], [], []
     for _ in range(args.repeats):
         for framework, sink in (("fran", fran_mib), ("torch", torch_mib)):
@@ -424,11 +494,13 @@ def bench_peak_rss(args) -> tuple[list[float], list[float], list[dict]]:
                 str(args.seed),
             ]
             out = subprocess.run(
-                cmd, env=env, cwd=BENCH_DIR, check=True, capture_output=True, text=True
+                cmd, env=envs[framework], cwd=BENCH_DIR, check=True, capture_output=True, text=True
             )
             report = json.loads(out.stdout.strip().splitlines()[-1])
             if framework == "fran" and report["torch_imported"]:
                 raise RuntimeError("the fran peak-RSS child imported torch")
+            if framework == "torch" and report["malloc_tuned"]:
+                raise RuntimeError("the torch peak-RSS child ran with fran's malloc tuning")
             reports.append({"framework": framework, **report})
             sink.append(report["peak_rss_kib"] / 1024)
     return fran_mib, torch_mib, reports
@@ -576,6 +648,7 @@ def run(args, torch, tm) -> dict:
             "dtype": "float32",
         },
         "param_counts": check_param_counts(tm),
+        "layer_shapes": check_twin_shapes(tm, torch),
         "items": [],
         "complete": False,
     }
@@ -595,12 +668,14 @@ def run(args, torch, tm) -> dict:
         "train": make_data(args.n_train, args.seed),
         "test": make_data(args.n_test, args.seed + 1),
     }
+    check_load(results, "before the run", 0)
     start = time.perf_counter()
     for key in ITEMS:
         if key in args.only:
             record = run_item(key, args, data, tm)
             results["items"].append(record)
             print_item(record)
+            check_load(results, f"after {key}", args.threads)
             write_json(results, args.out)
     results["complete"] = True
     results["seconds_total"] = time.perf_counter() - start

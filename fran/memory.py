@@ -10,11 +10,21 @@ and 8.9 ms; with the two settings below 3 faults and 6.0 ms. The Fashion-MNIST C
 43.5 to 29 ms a step, the autoencoder from 48.8 to 26.8 ms. (CPU tuning guides for PyTorch do the
 same by preloading jemalloc or tcmalloc.)
 
-fran applies the settings once, at import: M_MMAP_THRESHOLD = 32 MiB (glibc's documented maximum;
-smaller blocks come from the heap) and M_TRIM_THRESHOLD = 256 MiB (freed memory up to that stays
-in the process). They are process-wide; the cost is that a process keeps up to that much freed
-memory instead of returning it. Set FRAN_MALLOC_TUNING=0 before importing fran to leave malloc
-alone. On other C libraries (macOS, Windows, musl) nothing is changed.
+fran applies three settings once, at import (mallopt):
+- M_MMAP_THRESHOLD = 32 MiB (glibc's documented maximum): blocks smaller than that come from the
+  heap instead of fresh mmap'd pages. (Setting it also stops glibc raising it dynamically.)
+- M_TRIM_THRESHOLD = 256 MiB: freed memory at the top of the heap, up to that much, stays in the
+  process instead of going back to the kernel.
+- M_ARENA_MAX = 1: every thread allocates from the one main arena. Without it glibc gives threads
+  their own arenas (up to 8 per core), so a block freed by one of fran's batch-piece threads
+  (fran.parallel) would sit in that thread's arena, each arena would keep its own 256 MiB of
+  freed memory, and the process could hold several times the memory it needs.
+They are process-wide, so they also apply to anything else in the process (PyTorch too, when it
+runs alongside, as in benchmarks/bench.py's timed runs; its peak-memory child sets
+FRAN_MALLOC_TUNING=0). The cost is that a process keeps up to 256 MiB of freed memory instead of
+returning it, and fran's threads share one arena's lock. Set FRAN_MALLOC_TUNING=0 before importing fran to leave malloc
+alone; fran.memory.applied says whether the settings were made. On other C libraries (macOS,
+Windows, musl) nothing is changed.
 """
 
 from __future__ import annotations
@@ -41,7 +51,8 @@ def _is_glibc() -> bool:
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds (see the module docstring); True if they were set.
+    """Set glibc's mmap and trim thresholds and a single arena (see the module docstring); True
+    if all three were set.
 
     Does nothing, and returns False, when FRAN_MALLOC_TUNING=0 or the C library is not glibc.
     """

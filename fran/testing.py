@@ -191,7 +191,9 @@ def _check_mode(spec, params, x, state, rng, training, eps, rtol, atol) -> None:
 def check_init(spec, shape, *, rng=0, dtype=np.float32):
     """Assert that init gives read-only `dtype` arrays, reproducibly, and return the params.
 
-    Also checks that output_shape is a tuple of positive ints matching apply on a zero batch.
+    Also checks that output_shape is a tuple of positive ints matching apply on a zero and on a
+    random batch, and that apply's output, vjp's output, dx and every dparams leaf stay in
+    `dtype` (float32 training must not upcast to float64 anywhere).
 
     Args:
         spec: a registered layer spec.
@@ -219,6 +221,23 @@ def check_init(spec, shape, *, rng=0, dtype=np.float32):
     state = engine.init_state(spec, shape, dtype)
     for path, a in tree_items(state):
         assert a.dtype == np.dtype(dtype) and not a.flags.writeable, f"{where}: state[{path}]"
-    y = engine.apply(spec, params, np.zeros((2, *shape), dtype=dtype), state=state)
-    assert y.shape == (2, *out), f"{where}: apply gave {y.shape}, output_shape says (2, *{out})"
+    x = np.random.default_rng(rng).standard_normal((2, *shape)).astype(dtype)
+    for training in (False, True):  # both modes, a fixed key for the training one
+        kw = {"state": state, "key": 0, "training": training}
+        for batch in (np.zeros_like(x), x):
+            y = engine.apply(spec, params, batch, **kw)
+            assert y.shape == (2, *out), (
+                f"{where}: apply gave {y.shape}, output_shape says (2, *{out})"
+            )
+            assert y.dtype == np.dtype(dtype), f"{where}: apply turned {dtype} input into {y.dtype}"
+        y, pullback, new_state = engine.vjp_with_state(spec, params, x, **kw)
+        assert y.dtype == np.dtype(dtype), f"{where}: vjp turned {dtype} input into {y.dtype}"
+        for path, a in tree_items(new_state):
+            assert a.dtype == np.dtype(dtype), (
+                f"{where}: new state[{path}] is {a.dtype}, not {dtype}"
+            )
+        gparams, gx = pullback(np.ones_like(y))
+        assert gx.dtype == np.dtype(dtype), f"{where}: dx is {gx.dtype}, not {dtype}"
+        for path, g in tree_items(gparams):
+            assert g.dtype == np.dtype(dtype), f"{where}: dparams[{path}] is {g.dtype}, not {dtype}"
     return params

@@ -7,7 +7,10 @@ Run by tests/test_resume.py, which SIGKILLs it at random moments and restarts it
 bytes in the temporary file, or the file complete but not yet renamed) and prints "paused", so
 the test can kill it exactly there.
 
-    python tests/resume_worker.py --dir D --epochs E --seed S [--pause half-written]
+    python tests/resume_worker.py --dir D --epochs E --seed S [--batch B] [--pause half-written]
+
+The batch size defaults to 16, which fran.parallel never splits; the test also runs it with
+--batch 64 under FRAN_NUM_THREADS=2, so every step's batch is cut across two threads.
 """
 
 from __future__ import annotations
@@ -100,6 +103,7 @@ def main() -> None:
     parser.add_argument("--dir", required=True)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--pause", choices=["half-written", "before-replace"])
     args = parser.parse_args()
     if args.pause:
@@ -118,7 +122,7 @@ def main() -> None:
         print("start", model.epoch, flush=True)
         losses: list[float] = []
         model = fran.train_nn(
-            model, X, y, optimizer=optimizer, batch_size=BATCH,
+            model, X, y, optimizer=optimizer, batch_size=args.batch,
             on_batch=lambda i, value, losses=losses: losses.append(float(value)),
         )  # fmt: skip
         history.append(sum(losses) / len(losses))

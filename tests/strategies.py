@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import attrs
 import numpy as np
+from hypothesis import event
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -156,40 +157,130 @@ def dense_structures(draw):
     return spec, (draw(st.integers(1, 6)),)
 
 
+def _image(draw, lo: int, square: bool) -> tuple[int, int]:
+    h = draw(_side(lo))
+    if square:
+        return h, h
+    return h, draw(_side(lo).filter(lambda w: w != h))
+
+
+# Named cases: each structure strategy first picks one of these (st.sampled_from), so that every
+# case is drawn about as often as the others, and reports it with hypothesis.event
+# (pytest --hypothesis-show-statistics shows the shares; test_strategies.py asserts them).
+CONV2D_KINDS = ("square", "non-square", "strided", "padded", "output-side")
+CONV2D_TRANSPOSE_KINDS = ("plain", "overlapping", "stride > k", "stride >= 4", "padding >= k")
+MAXPOOLING_KINDS = ("default stride", "overlapping", "stride > k", "ragged")
+
+
+def conv2d_traits(spec, shape) -> set[str]:
+    """The named properties a drawn conv2d structure has (a structure may have several)."""
+    C, H, W = shape
+    out = {"square" if H == W else "non-square"}
+    if spec.stride > 1:
+        out.add("strided")
+    if spec.padding > 0:
+        out.add("padded")
+    if spec.stride == 1 and spec.channels < C:
+        out.add("output-side")
+    return out
+
+
+def conv2d_transpose_traits(spec, shape) -> set[str]:
+    out = set()
+    if spec.stride < spec.k:
+        out.add("overlapping")
+    if spec.stride > spec.k:
+        out.add("stride > k")
+    if spec.stride >= 4:
+        out.add("stride >= 4")
+    if spec.padding >= spec.k:
+        out.add("padding >= k")
+    if spec.stride == 1 and spec.padding == 0:
+        out.add("plain")
+    return out
+
+
+def maxpooling_traits(spec, shape) -> set[str]:
+    _, H, W = shape
+    out = set()
+    if spec.stride is None:
+        out.add("default stride")
+    if spec.s < spec.k:
+        out.add("overlapping")
+    if spec.s > spec.k:
+        out.add("stride > k")
+    if (H - spec.k) % spec.s or (W - spec.k) % spec.s:
+        out.add("ragged")
+    return out
+
+
 @st.composite
 def conv2d_structures(draw):
-    k, pad = draw(st.integers(1, 4)), draw(st.integers(0, 2))
-    spec = conv2d(
-        k=k,
-        channels=draw(st.integers(1, 4)),
-        stride=draw(st.integers(1, 3)),
-        padding=pad,
-        activation=draw(acts),
-    )
+    kind = draw(st.sampled_from(CONV2D_KINDS))
+    event(f"conv2d: {kind}")
+    k = draw(st.integers(1, 4))
+    stride = draw(st.integers(2, 4)) if kind == "strided" else draw(st.integers(1, 3))
+    pad = draw(st.integers(1, 3)) if kind == "padded" else draw(st.integers(0, 2))
+    c_in = draw(st.integers(1, 3))
+    channels = draw(st.integers(1, 4))
+    if kind == "output-side":  # stride 1, fewer outputs than inputs: no im2col
+        stride, c_in = 1, draw(st.integers(2, 5))
+        channels = draw(st.integers(1, c_in - 1))
+    spec = conv2d(k=k, channels=channels, stride=stride, padding=pad, activation=draw(acts))
     lo = k - 2 * pad  # H + 2 pad >= k
-    return spec, (draw(st.integers(1, 3)), draw(_side(lo)), draw(_side(lo)))
+    H, W = _image(
+        draw, lo, square=kind == "square" or (kind != "non-square" and draw(st.booleans()))
+    )
+    return spec, (c_in, H, W)
 
 
 @st.composite
 def conv2d_transpose_structures(draw):
-    k, s = draw(st.integers(1, 4)), draw(st.integers(1, 3))
-    H, W = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    max_pad = ((min(H, W) - 1) * s + k - 1) // 2  # (H - 1) s - 2 pad + k >= 1
+    kind = draw(st.sampled_from(CONV2D_TRANSPOSE_KINDS))
+    event(f"conv2d_transpose: {kind}")
+    k = draw(st.integers(1, 4))
+    if kind == "plain":
+        s, pad = 1, 0
+    elif kind == "overlapping":
+        k = max(k, 2)
+        s, pad = draw(st.integers(1, k - 1)), draw(st.integers(0, k - 1))
+    elif kind == "stride > k":
+        s, pad = draw(st.integers(k + 1, k + 3)), draw(st.integers(0, 2))
+    elif kind == "stride >= 4":
+        s, pad = draw(st.integers(4, 6)), draw(st.integers(0, 3))
+    else:  # padding >= k: crops more than a kernel's width off every side
+        s, pad = draw(st.integers(1, 4)), draw(st.integers(k, k + 2))
+    lo = max(1, -(-(2 * pad + 1 - k) // s) + 1)  # (H - 1) s - 2 pad + k >= 1
+    H, W = draw(st.integers(lo, lo + 4)), draw(st.integers(lo, lo + 4))
     spec = conv2d_transpose(
-        k=k,
-        channels=draw(st.integers(1, 4)),
-        stride=s,
-        padding=draw(st.integers(0, min(max_pad, 3))),
-        activation=draw(acts),
+        k=k, channels=draw(st.integers(1, 4)), stride=s, padding=pad, activation=draw(acts)
     )
     return spec, (draw(st.integers(1, 3)), H, W)
 
 
 @st.composite
 def maxpooling_structures(draw):
+    kind = draw(st.sampled_from(MAXPOOLING_KINDS))
+    event(f"maxpooling: {kind}")
     k = draw(st.integers(1, 3))
-    spec = maxpooling(k=k, stride=draw(st.none() | st.integers(1, 4)))
-    return spec, (draw(st.integers(1, 3)), draw(_side(k)), draw(_side(k)))
+    if kind == "default stride":
+        stride = None
+    elif kind == "overlapping":
+        k = max(k, 2)
+        stride = draw(st.integers(1, k - 1))
+    elif kind == "stride > k":
+        stride = draw(st.integers(k + 1, 4))
+    else:
+        stride = draw(st.none() | st.integers(1, 4))
+    spec = maxpooling(k=k, stride=stride)
+    s = spec.s
+    H, W = draw(_side(k)), draw(_side(k))
+    if kind == "ragged" and not ((H - k) % s or (W - k) % s):
+        if s == 1:  # stride 1 never leaves a ragged edge: take one that does
+            spec = maxpooling(k=k, stride=2)
+            s = 2
+        H = k + s * draw(st.integers(0, 2)) + 1  # one row past the last whole window
+    return spec, (draw(st.integers(1, 3)), H, W)
 
 
 def _any_shape() -> st.SearchStrategy:

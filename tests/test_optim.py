@@ -127,8 +127,10 @@ def test_five_adam_steps_equal_the_paper():
     assert state.count == 5
     for (path, a), expected in zip(tree_items(params), p, strict=True):
         np.testing.assert_allclose(a, expected, rtol=1e-12, err_msg=path)
+    for (path, a), expected in zip(tree_items(state.mu), m, strict=True):
+        np.testing.assert_allclose(a, expected, rtol=1e-12, err_msg=f"first moment {path}")
     for (path, a), expected in zip(tree_items(state.nu), v, strict=True):
-        np.testing.assert_allclose(a, expected, rtol=1e-12, err_msg=path)
+        np.testing.assert_allclose(a, expected, rtol=1e-12, err_msg=f"second moment {path}")
 
 
 # ---------------------------------------------------------------- structure and purity

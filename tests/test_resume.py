@@ -42,11 +42,13 @@ TIMEOUT = 30.0  # seconds any single wait may take before the test gives up
 class Worker:
     """A running resume_worker.py whose stdout lines arrive, timestamped, on a queue."""
 
-    def __init__(self, directory: Path, pause: str | None = None):
+    def __init__(self, directory: Path, pause: str | None = None, training: tuple = ("1", 16)):
+        threads, batch = training
         cmd = [sys.executable, str(WORKER), "--dir", str(directory), "--epochs", str(EPOCHS),
-               "--seed", str(SEED)] + (["--pause", pause] if pause else [])  # fmt: skip
+               "--seed", str(SEED), "--batch", str(batch)] + (["--pause", pause] if pause else [])  # fmt: skip
+        env = {**ENV, "FRAN_NUM_THREADS": threads}
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT
         )
         self.started = time.monotonic()
         self.log: list[str] = []
@@ -99,9 +101,9 @@ class Worker:
         return self.log
 
 
-def reference_run(directory: Path) -> tuple[float, float]:
+def reference_run(directory: Path, training: tuple) -> tuple[float, float]:
     """Run uninterrupted; return the median times of an epoch and of a checkpoint write."""
-    worker = Worker(directory)
+    worker = Worker(directory, training=training)
     seen: dict[tuple[str, int], float] = {}
     while True:
         when, line = worker.next_line()
@@ -153,10 +155,10 @@ def kill_plan(rng: np.random.Generator, epoch: float, write: float) -> list[tupl
     return plan
 
 
-def kill_once(directory: Path, kind: str, pause: str | None, aim: tuple) -> bool:
+def kill_once(directory: Path, kind: str, pause: str | None, aim: tuple, training: tuple) -> bool:
     """Start a worker, kill it as aimed, check the checkpoint on disk; True if it was killed."""
     before, temps = committed_epoch(directory), len(temp_files(directory))
-    worker = Worker(directory, pause)
+    worker = Worker(directory, pause, training)
     word, nth, delay = aim
     when = worker.wait_for(word, nth)
     if when is None:
@@ -184,30 +186,34 @@ def assert_same_leaves(a, b) -> None:
             assert x == y, path
 
 
+# (FRAN_NUM_THREADS, batch size): batches of 16 are never split; 64 on two threads always are
+TRAINING = [("1", 16), ("2", 64)]
+
+
+@pytest.mark.parametrize("training", TRAINING, ids=["one-thread", "two-threads"])
 @pytest.mark.parametrize("net", ["v1", "v2"])  # v2: dropout, batch norm, residual, a plugin
-def test_killed_and_resumed_training_equals_uninterrupted(tmp_path, net, monkeypatch):
+def test_killed_and_resumed_training_equals_uninterrupted(tmp_path, training, net, monkeypatch):
     monkeypatch.setitem(ENV, "FRAN_RESUME_NET", net)
-    started = time.monotonic()
-    epoch, write = reference_run(tmp_path / "reference")
+    epoch, write = reference_run(tmp_path / "reference", training)
     resumed = tmp_path / "resumed"
     plan = kill_plan(np.random.default_rng(20240607), epoch, write)
-    killed = [kind for kind, pause, aim in plan if kill_once(resumed, kind, pause, aim)]
+    killed = [kind for kind, pause, aim in plan if kill_once(resumed, kind, pause, aim, training)]
     # Each kill costs the run at most about one epoch of progress, so with EPOCHS epochs every
     # planned kill should find the worker still training; allow one to miss on a loaded machine.
     assert len(killed) >= len(plan) - 1, (killed, plan)
     assert {"half-written", "before-replace"} <= set(killed), (killed, plan)
     last = fran.load_checkpoint(resumed)
-    log = Worker(resumed).finish()
+    log = Worker(resumed, training=training).finish()
     assert log[0] == ("fresh" if last is None else f"resumed {last[0].epoch}"), log
     assert temp_files(resumed) == []  # the last successful write swept up the killed writers' temps
 
     want, want_meta = fran.load_checkpoint(tmp_path / "reference")
     got, got_meta = fran.load_checkpoint(resumed)
-    assert (got.epoch, got.step) == (want.epoch, want.step) == (EPOCHS, EPOCHS * 32)
+    steps = EPOCHS * -(-512 // training[1])
+    assert (got.epoch, got.step) == (want.epoch, want.step) == (EPOCHS, steps)
     assert got.spec == want.spec and got.seed == want.seed == SEED
     assert_same_leaves(want.params, got.params)
     assert_same_leaves(want.opt_state, got.opt_state)
     assert_same_leaves(want.state, got.state)
     assert (net == "v2") == bool(list(tree_items(want.state)))  # v2 carries running statistics
     assert got_meta["history"] == want_meta["history"] and len(want_meta["history"]) == EPOCHS
-    assert time.monotonic() - started < 60

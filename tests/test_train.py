@@ -91,8 +91,31 @@ def test_mlp_on_many_features():
     y = (X[:, 0] > 0).astype(np.int64)
     model = init_weights(network([dense(4, activation="relu"), dense(2), softmax()]), 1, 7)
     assert model.input_shape == (7,)
-    model = train_nn(model, X, y, batch_size=10)
-    assert predict(model, X).shape == (50, 2)
+    before = evaluate_nn(model, X, y)
+    for _ in range(10):
+        model = train_nn(model, X, y, optimizer=adam(0.05), batch_size=10)
+    after = evaluate_nn(model, X, y)
+    assert after["loss"] < 0.5 * before["loss"]
+    assert after["accuracy"] >= 0.9
+    probs = predict(model, X)
+    assert probs.shape == (50, 2) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.epoch == 10 and model.step == 50
+
+
+def test_float32_training_stays_float32():
+    """A float32 model on float32 data: loss a float, every param and optimizer leaf float32."""
+    X, y = _stripes(n=40)
+    net = network([conv2d(3, 4, activation="tanh"), maxpooling(2), flatten(), dense(2), softmax()])
+    model = init_weights(net, 8, 8)
+    assert model.dtype == np.float32
+    model = train_nn(model, X, y, optimizer=adam(0.01), batch_size=20)
+    for path, leaf in tree_items(model.params):
+        assert leaf.dtype == np.float32, f"params{path} is {leaf.dtype}"
+    for path, leaf in tree_items(model.opt_state):
+        if isinstance(leaf, np.ndarray) and leaf.ndim:
+            assert leaf.dtype == np.float32, f"opt_state{path} is {leaf.dtype}"
+    assert predict(model, X).dtype == np.float32
 
 
 # ---------------------------------------------------------------- determinism and counters

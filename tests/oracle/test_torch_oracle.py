@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import fran
@@ -32,6 +32,7 @@ from fran.tree import freeze, tree_items, tree_map
 torch.set_num_threads(1)
 
 RTOL = 1e-9
+RTOL32 = 1e-4  # float32 results against float64 torch on the same float32-rounded values
 
 TORCH_ACTIVATIONS = {
     "identity": lambda z: z,
@@ -52,24 +53,24 @@ activations = st.sampled_from(ACTS)
 # ---------------------------------------------------------------- helpers
 
 
-def assert_close(actual, expected, what: str, rtol: float = RTOL) -> None:
-    """float64 agreement; atol only absorbs cancellation in entries far below the largest one."""
+def assert_close(actual, expected, what: str, rtol: float = RTOL, dtype=np.float64) -> None:
+    """`dtype` agreement; atol only absorbs cancellation in entries far below the largest one."""
     expected = expected.detach().numpy() if isinstance(expected, torch.Tensor) else expected
     actual = np.asarray(actual)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    assert actual.dtype == np.float64, f"{what}: dtype {actual.dtype}, expected float64"
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype}, expected {np.dtype(dtype)}"
     scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=10 * rtol * scale, err_msg=what)
 
 
-def read_only(a: np.ndarray) -> np.ndarray:
-    a = np.array(a, dtype=np.float64)
+def read_only(a: np.ndarray, dtype=np.float64) -> np.ndarray:
+    a = np.array(a, dtype=dtype)
     a.flags.writeable = False
     return a
 
 
 def leaf(a: np.ndarray) -> torch.Tensor:
-    return torch.tensor(np.array(a), dtype=torch.float64, requires_grad=True)
+    return torch.tensor(np.array(a, dtype=np.float64), dtype=torch.float64, requires_grad=True)
 
 
 def random_params(spec, shape: tuple, rng: np.random.Generator) -> dict:
@@ -83,24 +84,34 @@ def random_params(spec, shape: tuple, rng: np.random.Generator) -> dict:
 
 
 def check_layer(spec, params: dict, x: np.ndarray, torch_fn, rng, rtol: float = RTOL) -> None:
-    """fran's apply, vjp output and pullback(gy) against torch_fn(x, params) and autograd."""
-    x = read_only(x)
-    y, pullback = fran.vjp(spec, params, x)
-    gy = read_only(rng.normal(size=y.shape))
-    gparams, gx = pullback(gy)
+    """fran's apply, vjp output and pullback(gy) against torch_fn(x, params) and autograd:
+    in float64, then again in float32 (as training runs) at a float32 tolerance."""
+    gy = None
+    for dtype, tol in ((np.float64, rtol), (np.float32, max(rtol, RTOL32))):
+        x_d = read_only(x, dtype)
+        params_d = {name: read_only(a, dtype) for name, a in params.items()}
+        y, pullback = fran.vjp(spec, params_d, x_d)
+        if gy is None:
+            gy = rng.normal(size=y.shape)
+        gy_d = read_only(gy, dtype)
+        gparams, gx = pullback(gy_d)
+        what = f"{spec!r} {np.dtype(dtype)}"
 
-    xt = leaf(x)
-    pt = {name: leaf(a) for name, a in params.items()}
-    yt = torch_fn(xt, pt)
-    assert_close(y, yt, f"{spec!r} forward", rtol)
-    assert_close(fran.apply(spec, params, x), yt, f"{spec!r} apply", rtol)
+        # torch in float64 on exactly the values fran saw (rounded to float32 in the second pass)
+        xt = leaf(x_d)
+        pt = {name: leaf(a) for name, a in params_d.items()}
+        yt = torch_fn(xt, pt)
+        assert_close(y, yt, f"{what} forward", tol, dtype)
+        assert_close(fran.apply(spec, params_d, x_d), yt, f"{what} apply", tol, dtype)
 
-    names = sorted(pt)
-    grads = torch.autograd.grad((yt * torch.tensor(gy)).sum(), [xt, *(pt[n] for n in names)])
-    assert_close(gx, grads[0], f"{spec!r} d/dx", rtol)
-    assert sorted(gparams) == names, f"{spec!r}: gradient keys {sorted(gparams)} != {names}"
-    for name, g in zip(names, grads[1:], strict=True):
-        assert_close(gparams[name], g, f"{spec!r} d/d{name}", rtol)
+        names = sorted(pt)
+        grads = torch.autograd.grad(
+            (yt * torch.tensor(np.array(gy_d, np.float64))).sum(), [xt, *(pt[n] for n in names)]
+        )
+        assert_close(gx, grads[0], f"{what} d/dx", tol, dtype)
+        assert sorted(gparams) == names, f"{what}: gradient keys {sorted(gparams)} != {names}"
+        for name, g in zip(names, grads[1:], strict=True):
+            assert_close(gparams[name], g, f"{what} d/d{name}", tol, dtype)
 
 
 ORACLE_LAYERS = {"dense", "conv2d", "conv2d_transpose", "maxpooling", "flatten", "softmax"}
@@ -177,7 +188,9 @@ def test_conv2d(data):
     )
     lo = max(1, k - 2 * padding)
     h = data.draw(st.integers(lo, lo + 8), label="H")
-    w = data.draw(st.integers(lo, lo + 8).filter(lambda v: v != h), label="W")
+    square = data.draw(st.booleans(), label="square")
+    event("square input" if square else "non-square input")
+    w = h if square else data.draw(st.integers(lo, lo + 8).filter(lambda v: v != h), label="W")
     n = data.draw(st.integers(1, 3), label="N")
     c_in = data.draw(st.integers(1, 4), label="C_in")
     check_conv2d(spec, n, c_in, h, w, np.random.default_rng(data.draw(seeds, label="seed")))
@@ -230,8 +243,10 @@ def test_conv2d_output_side(k, out, inp, padding, h, w, activation):
 @given(st.data())
 def test_conv2d_transpose(data):
     k = data.draw(st.integers(1, 4), label="k")
-    stride = data.draw(st.integers(1, 3), label="stride")
-    padding = data.draw(st.integers(0, k - 1), label="padding")
+    stride = data.draw(st.one_of(st.integers(1, 3), st.integers(4, 6)), label="stride")
+    padding = data.draw(st.one_of(st.integers(0, k - 1), st.integers(k, k + 2)), label="padding")
+    event("stride >= 4" if stride >= 4 else "stride < 4")
+    event("padding >= k" if padding >= k else "padding < k")
     spec = fran.conv2d_transpose(
         k,
         data.draw(st.integers(1, 4), label="channels"),
@@ -282,7 +297,9 @@ def torch_pool(spec: fran.maxpooling):
 def test_maxpooling(data):
     """Distinct random floats (no ties): overlapping (s < k), ragged (floor) and s > k windows."""
     k = data.draw(st.integers(1, 4), label="k")
-    stride = data.draw(st.one_of(st.none(), st.integers(1, 4)), label="stride")
+    overlapping = st.integers(1, k - 1) if k > 1 else st.just(1)
+    stride = data.draw(st.one_of(st.none(), overlapping, st.integers(1, 4)), label="stride")
+    event("overlapping windows" if (stride or k) < k else "disjoint windows")
     spec = fran.maxpooling(k, stride)
     h = data.draw(st.integers(k, k + 8), label="H")
     w = data.draw(st.integers(k, k + 8), label="W")
@@ -628,6 +645,70 @@ def test_lenet5_train_step_matches_torch_sgd(momentum):
                 what = f"LeNet5 step {step + 1} layer {i} ({spec!r}) {name}"
                 assert_close(p[name], fran_layout(spec, name, t), what, 1e-8)
     assert model.step == 2
+
+
+def lenet5_steps(model, x, labels, optimizer, torch_opt, steps, dtype=np.float64, rtol=1e-8):
+    """`steps` fran.train_step calls against torch steps from the same params, compared after each."""
+    model = attrs.evolve(model, opt_state=optimizer.init(model.params))
+    layers = model.spec.layers[:-1]
+    net, named = torch_model(layers, model.params[:-1], model.input_shape)
+    opt_t = torch_opt(net.parameters())
+    x_t = torch.tensor(np.array(x, dtype=np.float64))
+    for step in range(steps):
+        model, value = fran.train_step(optimizer, cross_entropy, model, (x, labels))
+        opt_t.zero_grad()
+        loss_t = torch.nn.CrossEntropyLoss()(net(x_t), torch.tensor(labels))
+        loss_t.backward()
+        opt_t.step()
+        assert isinstance(value, float) and value == pytest.approx(loss_t.item(), rel=rtol)
+        for i, (spec, p, tensors) in enumerate(zip(layers, model.params[:-1], named, strict=True)):
+            for name, t in tensors.items():
+                what = f"LeNet5 step {step + 1} layer {i} ({spec!r}) {name}"
+                assert_close(p[name], fran_layout(spec, name, t), what, rtol, dtype)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("threads", "n", "pieces"),
+    [(2, 64, [32, 32]), (4, 64, [16, 16, 16, 16]), (3, 50, [16, 17, 17]), (2, 35, [17, 18])],
+)
+def test_lenet5_threaded_train_step_matches_torch(monkeypatch, threads, n, pieces):
+    """A batch split across threads (equal and unequal pieces) gives torch's whole-batch step."""
+    monkeypatch.setenv(fran.parallel.ENV, str(threads))
+    seen = []
+    run = fran.parallel._run
+
+    def spy(fn, parts):
+        seen.append([len(x) for x, _ in parts])
+        return run(fn, parts)
+
+    monkeypatch.setattr(fran.parallel, "_run", spy)
+    model, x, labels = lenet5_case(seed=11, n=n)
+    opt = fran.adam(1e-2)
+    lenet5_steps(model, x, labels, opt, lambda ps: torch.optim.Adam(ps, lr=1e-2), 2)
+    assert seen == [pieces, pieces]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lenet5_float32_train_steps_match_torch(monkeypatch, threads):
+    """Training runs in float32: two SGD steps at a float32 tolerance, whole and on two threads."""
+    monkeypatch.setenv(fran.parallel.ENV, str(threads))
+    model, x, labels = lenet5_case(seed=5, n=32)
+    model = attrs.evolve(
+        model, params=freeze(tree_map(lambda a: a.astype(np.float32), model.params))
+    )
+    assert model.dtype == np.float32
+    opt = fran.sgd(0.1, momentum=0.9)
+    lenet5_steps(
+        model,
+        read_only(x, np.float32),
+        labels,
+        opt,
+        lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+        2,
+        np.float32,
+        RTOL32,
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
