@@ -18,7 +18,10 @@ from fran.tree import tree_items, tree_leaves, tree_size
 
 
 def _fresh_state(model) -> tuple:
-    return engine.init_state(model.spec, model.input_shape, model.dtype)
+    leaves = tree_leaves(model.params)
+    return engine.init_state(
+        model.spec, model.input_shape, leaves[0].dtype if leaves else model._dtype
+    )
 
 
 @attrs.frozen(repr=False, eq=False)
@@ -37,13 +40,18 @@ class Model:
     input_shape: tuple
     opt_state: Any = None
     seed: int = 0
-    dtype: np.dtype = attrs.field(
-        default=attrs.Factory(lambda self: _params_dtype(self.params), takes_self=True),
-        converter=np.dtype,
+    _dtype: np.dtype = attrs.field(  # only for a network without params: theirs wins
+        default=np.dtype(np.float32), converter=np.dtype, alias="dtype"
     )
     state: tuple = attrs.field(default=attrs.Factory(_fresh_state, takes_self=True))
     epoch: int = attrs.field(default=attrs.Factory(lambda self: self.spec.epoch, takes_self=True))
     step: int = attrs.field(default=attrs.Factory(lambda self: self.spec.step, takes_self=True))
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The dtype everything computes in: the params', or the one given at init_weights."""
+        leaves = tree_leaves(self.params)
+        return leaves[0].dtype if leaves else self._dtype
 
     def __eq__(self, other) -> bool:
         if type(other) is not Model:
