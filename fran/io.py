@@ -368,9 +368,10 @@ class _Reader:
     def fail(self, what: str) -> CheckpointError:
         return CheckpointError(f"{self.path}: {what}")
 
-    def read(self, name: str, shape: tuple | None, dtype: np.dtype) -> np.ndarray:
+    def read(self, name: str, shape: tuple | None, dtype: np.dtype, raw: bool = False):
         """Entry `name`, which must have `dtype` and `shape` (None: any 1-D shape). The header is
-        checked against both before a byte of data is read, and the data against the header."""
+        checked against both before a byte of data is read, and the data against the header.
+        With raw=True, the data bytes themselves (no array, no copy)."""
         info = self.infos[name]
         with self.zip.open(info) as member:
             version = np.lib.format.read_magic(member)
@@ -403,6 +404,8 @@ class _Reader:
             data = member.read(nbytes)
             if len(data) != nbytes or member.read(1):  # reading to the end checks the CRC-32
                 raise self.fail(f"entry {name!r} is truncated")
+        if raw:
+            return data
         array = np.frombuffer(data, dtype=dtype).reshape(got_shape, order="F" if fortran else "C")
         return np.ascontiguousarray(array)
 
@@ -435,14 +438,14 @@ def _why(exc: BaseException) -> str:
 def _read_meta(reader: _Reader) -> dict:
     if META not in reader.infos:
         raise reader.fail(f"no {META!r} entry; not a file written by fran.save")
-    raw = reader.read(META, None, np.dtype(np.uint8))
-    if raw.size > META_MAX_BYTES:
+    raw = reader.read(META, None, np.dtype(np.uint8), raw=True)
+    if len(raw) > META_MAX_BYTES:
         raise reader.fail(
-            f"the {META!r} entry holds {raw.size:,} bytes, over the cap of "
+            f"the {META!r} entry holds {len(raw):,} bytes, over the cap of "
             f"META_MAX_BYTES = {META_MAX_BYTES:,}"
         )
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
+        meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise reader.fail(f"the {META!r} entry is not valid JSON: {exc}") from None
     except RecursionError:
