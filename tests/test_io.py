@@ -600,3 +600,22 @@ def test_bad_checkpoint_raises(tmp_path, model):
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(fran.CheckpointError, ValueError)
     assert fran.CheckpointError is CheckpointError
+
+
+def test_load_checkpoint_accepts_the_file_itself(tmp_path, model):
+    path = fran.save_checkpoint(tmp_path / "run", model, metadata={"a": 1})
+    loaded, meta = fran.load_checkpoint(path)
+    assert_same_model(model, loaded) and meta == {"a": 1}
+    loaded, meta = fran.load_checkpoint(str(path))
+    assert meta == {"a": 1}
+
+
+def test_load_checkpoint_of_a_missing_file_names_the_argument(tmp_path):
+    missing = tmp_path / "run" / "checkpoint.npz"
+    with pytest.raises(FileNotFoundError, match=r"load_checkpoint: directory argument .*checkpoint"):
+        fran.load_checkpoint(missing)
+    assert fran.load_checkpoint(tmp_path / "run") is None  # a folder with no checkpoint yet
+
+
+def test_save_error_is_an_os_error():
+    assert issubclass(fran.io.SaveError, OSError)
