@@ -279,7 +279,9 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], caller: str = "
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
     except OSError as exc:
-        raise _save_error(caller, path, exc, "cannot create a temporary file in its folder") from exc
+        raise _save_error(
+            caller, path, exc, "cannot create a temporary file in its folder"
+        ) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -551,7 +553,9 @@ def _expected_params(
         try:
             params = registry.rules_for(layer).init(layer, shape, _ShapeRng())
         except (MemoryError, ValueError, OverflowError) as exc:
-            raise reader.fail(f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}")
+            raise reader.fail(
+                f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}"
+            ) from None
         need += sum(np.size(leaf) for leaf in tree_leaves(params)) * dtype.itemsize
         if need > stored:
             raise reader.fail(

@@ -612,7 +612,9 @@ def test_load_checkpoint_accepts_the_file_itself(tmp_path, model):
 
 def test_load_checkpoint_of_a_missing_file_names_the_argument(tmp_path):
     missing = tmp_path / "run" / "checkpoint.npz"
-    with pytest.raises(FileNotFoundError, match=r"load_checkpoint: directory argument .*checkpoint"):
+    with pytest.raises(
+        FileNotFoundError, match=r"load_checkpoint: directory argument .*checkpoint"
+    ):
         fran.load_checkpoint(missing)
     assert fran.load_checkpoint(tmp_path / "run") is None  # a folder with no checkpoint yet
 

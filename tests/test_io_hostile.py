@@ -116,6 +116,9 @@ def huge_meta_header(good):
     return {**good, "__meta__": npy((10**12,), "|u1", b"{}")}
 
 
+FLOAT_SHAPE_HEADER = "{'descr': '<f4', 'fortran_order': False, 'shape': (2.5, 4), }"
+
+
 def cases(good) -> dict:
     doc = meta_of(good)
 
@@ -158,8 +161,7 @@ def cases(good) -> dict:
             ["'params/0/w'", "(-5, 4)", f"expected ({N_IN}, {HIDDEN})"],
         ),
         "float header shape": (
-            {**good, "params/0/w": npy(None, raw_header="{'descr': '<f4', 'fortran_order': "
-                                       "False, 'shape': (2.5, 4), }")},  # fmt: skip
+            {**good, "params/0/w": npy(None, raw_header=FLOAT_SHAPE_HEADER)},
             ["'params/0/w'", "header"],
         ),
         "negative input_shape": (
@@ -298,8 +300,8 @@ JSON_TEXT = {"json nested 100k"}
 
 
 def test_refusals_cost_less_than_the_file_and_import_nothing(tmp_path, good):
-    paths = {name: write_zip(tmp_path / f"{i}.npz", entries) for i, (name, (entries, _)) in
-             enumerate(sorted(cases(good).items()))}  # fmt: skip
+    named = enumerate(sorted(cases(good).items()))
+    paths = {name: write_zip(tmp_path / f"{i}.npz", entries) for i, (name, (entries, _)) in named}
     reference = write_zip(tmp_path / "good.npz", good)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     run = subprocess.run(
