@@ -540,8 +540,10 @@ def _expected_params(
 ) -> tuple:
     """The params tree the spec implies, with throwaway leaves giving each entry's shape.
 
-    Before each layer's init, the spec's shapes are checked; the leaves are drawn from _ShapeRng,
-    so a hostile spec (dense(n_out=10**12)) allocates nothing; it is refused by the entry check.
+    The leaves are drawn from _ShapeRng (zero-stride views), and the running total of the bytes
+    they imply is compared with the bytes the file's entries hold after each layer, so a hostile
+    spec (dense(n_out=10**12)) is refused without its weights ever being allocated. (A layer's
+    own np.zeros, e.g. dense's bias, is calloc'd address space that is never touched.)
     """
     try:
         shapes = engine._shapes(spec, input_shape)
@@ -550,12 +552,21 @@ def _expected_params(
     stored = sum(info.file_size for info in reader.infos.values())
     like, need = [], 0
     for i, (layer, shape) in enumerate(zip(spec.layers, shapes[:-1], strict=True)):
+        init = registry.rules_for(layer).init
         try:
-            params = registry.rules_for(layer).init(layer, shape, _ShapeRng())
-        except (MemoryError, ValueError, OverflowError) as exc:
+            params = init(layer, shape, _ShapeRng())
+        except (MemoryError, OverflowError) as exc:
             raise reader.fail(
                 f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}"
             ) from None
+        except Exception:
+            # A plugin whose init writes into its draws or needs a real Generator: its own cost.
+            try:
+                params = init(layer, shape, np.random.default_rng(0))
+            except (MemoryError, OverflowError, ValueError, TypeError) as exc:
+                raise reader.fail(
+                    f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}"
+                ) from None
         need += sum(np.size(leaf) for leaf in tree_leaves(params)) * dtype.itemsize
         if need > stored:
             raise reader.fail(

@@ -556,6 +556,30 @@ def test_plugin_layer_round_trips(tmp_path, plugin):
     assert_same_tree(model.opt_state, loaded.opt_state)
 
 
+INPLACE_PLUGIN = PLUGIN.replace("io_test_scale", "io_test_inplace").replace(
+    """    return {"g": np.full(shape, spec.gain * sum(spec.factors))}""",
+    """    g = rng.normal(0.0, 1.0, shape)
+    g *= 0.0  # writes into its draw: load's shape-only stand-in Generator cannot serve this
+    g += spec.gain
+    return {"g": g}""",
+)
+
+
+def test_plugin_whose_init_writes_into_its_draws_still_loads(tmp_path, monkeypatch):
+    (tmp_path / "fran_io_inplace_plugin.py").write_text(textwrap.dedent(INPLACE_PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_BY_NAME", dict(registry._BY_NAME))
+    monkeypatch.setattr(registry, "_BY_TYPE", dict(registry._BY_TYPE))
+    module = importlib.import_module("fran_io_inplace_plugin")
+    try:
+        net = fran.network([fran.flatten(), module.scale(factors=(1.0,), gain=3.0), fran.dense(2)])
+        model = fran.init_weights(net, 2, 3, seed=0)
+        fran.save(tmp_path / "m.npz", model)
+        assert_same_model(model, fran.load(tmp_path / "m.npz"))
+    finally:
+        sys.modules.pop("fran_io_inplace_plugin", None)
+
+
 def test_missing_plugin_names_the_layer(tmp_path, plugin):
     net = fran.network([fran.flatten(), plugin.cls(factors=(1.0,))])
     fran.save(tmp_path / "m.npz", fran.init_weights(net, 2, 2))
