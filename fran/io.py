@@ -339,8 +339,8 @@ class _Reader:
     """An open zip archive whose entries are checked (layout, then .npy header) before any data is
     read; reads are bounded by what the checked header and the archive both say."""
 
-    def __init__(self, path: Path, archive: zipfile.ZipFile, size: int):
-        self.path, self.zip, self.size = path, archive, size
+    def __init__(self, path: Path, archive: zipfile.ZipFile, size: int, caller: str):
+        self.path, self.zip, self.size, self.caller = path, archive, size, caller
         self.infos: dict[str, zipfile.ZipInfo] = {}
         for info in archive.infolist():
             name = info.filename
@@ -368,7 +368,7 @@ class _Reader:
         self.files = list(self.infos)
 
     def fail(self, what: str) -> CheckpointError:
-        return CheckpointError(f"{self.path}: {what}")
+        return CheckpointError(f"{self.caller}: {self.path}: {what}")
 
     def read(self, name: str, shape: tuple | None, dtype: np.dtype, raw: bool = False):
         """Entry `name`, which must have `dtype` and `shape` (None: any 1-D shape). The header is
@@ -413,24 +413,29 @@ class _Reader:
 
 
 @contextlib.contextmanager
-def _open(path: Path):
-    """A _Reader over `path`; archive-level defects become CheckpointError naming the file."""
+def _open(path: Path, caller: str):
+    """A _Reader over `path`; archive-level defects become CheckpointError naming the file (and
+    the public function, `caller`, that was reading it)."""
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if fh.read(6) == b"\x93NUMPY":
-            raise CheckpointError(f"{path}: a single .npy array, not a fran .npz archive")
+            raise CheckpointError(f"{caller}: {path}: a single .npy array, not a fran .npz archive")
         fh.seek(0)
         try:
             archive = zipfile.ZipFile(fh)
         except Exception as exc:
-            raise CheckpointError(f"{path}: not a readable .npz archive: {_why(exc)}") from exc
+            raise CheckpointError(
+                f"{caller}: {path}: not a readable .npz archive: {_why(exc)}"
+            ) from exc
         with archive:
             try:
-                yield _Reader(path, archive, size)
+                yield _Reader(path, archive, size, caller)
             except CheckpointError:
                 raise
             except Exception as exc:
-                raise CheckpointError(f"{path}: corrupted or truncated: {_why(exc)}") from exc
+                raise CheckpointError(
+                    f"{caller}: {path}: corrupted or truncated: {_why(exc)}"
+                ) from exc
 
 
 def _why(exc: BaseException) -> str:
@@ -670,13 +675,13 @@ def load(path) -> Model:
         CheckpointError: the file is truncated, corrupted, of another format or a newer version,
             or names a layer whose plugin is not installed; the message names the file.
     """
-    with _open(Path(path)) as reader:
+    with _open(Path(path), "load") as reader:
         return _read_model(reader)[0]
 
 
 def load_metadata(path) -> dict:
     """The user metadata stored by `save(..., metadata=...)` ({} when none was given)."""
-    with _open(Path(path)) as reader:
+    with _open(Path(path), "load_metadata") as reader:
         user = _read_meta(reader).get("metadata", {})
         if not isinstance(user, dict):
             raise reader.fail(f"metadata must be a JSON object, got {user!r}")
@@ -754,5 +759,5 @@ def load_checkpoint(directory) -> tuple[Model, dict] | None:
         path = given / CHECKPOINT_NAME
         if not path.exists():
             return None
-    with _open(path) as reader:
+    with _open(path, "load_checkpoint") as reader:
         return _read_model(reader)

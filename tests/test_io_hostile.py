@@ -89,7 +89,7 @@ def expect(path: Path, *fragments: str) -> str:
     with pytest.raises(CheckpointError) as info:
         fran.load(path)
     message = str(info.value)
-    assert str(path) in message, message
+    assert message.startswith(f"load: {path}: "), message
     for fragment in fragments:
         assert fragment in message, (fragment, message)
     return message
