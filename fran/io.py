@@ -10,19 +10,27 @@ Layout (format "fran.model", version 1), all entries plain `.npy` arrays in one 
     state/<i>/<key>     the layers' state (running statistics), e.g. state/1/mean (none before v2)
     opt/<field>/<i>/<key>  each params-shaped field of the optimizer state, e.g. opt/mu/0/w
 
-Writes go to a temporary file in the target's folder, are fsynced and then renamed over the
-target, so a crash at any instant leaves either the old file or the new one. Loading checks every
-entry against the spec (names, shapes, dtypes) and rebuilds the specs through the registry; nothing
-in the file is executed or unpickled, and every defect is a CheckpointError naming the file.
+Writes go to a uniquely named temporary file in the target's folder, are fsynced and then renamed
+over the target, so a crash, a full disk or a concurrent writer leaves either the old file or a
+new one complete; a write that fails raises SaveError (an OSError) naming the file and leaves no
+temporary file. Loading reads the zip archive itself (never np.load, never pickle), refuses
+compressed, duplicate or non-.npy entries, checks every .npy header against what the spec implies
+(names, shapes, dtypes) and against the bytes the entry really holds *before* reading its data, caps
+the JSON at META_MAX_BYTES and META_MAX_DEPTH, and rebuilds the specs through the registry with
+exactly their saved arguments. So loading allocates no more than the entries' own stored bytes,
+imports nothing but the plugin of a layer the file names, and every defect is a CheckpointError
+naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import stat
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -40,10 +48,20 @@ FORMAT = "fran.model"
 VERSION = 1
 META = "__meta__"
 CHECKPOINT_NAME = "checkpoint.npz"
+META_MAX_BYTES = 64 * 2**20  # the JSON entry (spec + user metadata): save refuses, load refuses
+META_MAX_DEPTH = 64  # nesting of JSON objects/lists in that entry, nested network specs included
+MAX_HEADER_BYTES = 10_000  # a .npy header longer than this is refused unread
 
 
 class CheckpointError(ValueError):
-    """A saved model that cannot be read: truncated, corrupted, of another format or version."""
+    """A saved model that cannot be read: truncated, corrupted, hostile, of another format or
+    version, or naming a layer no installed plugin provides. The message names the file."""
+
+
+class SaveError(OSError):
+    """`save`, `save_checkpoint` or `write_json` could not write the file completely (no space, a
+    file-size limit, a read-only folder, ...). `.filename` is the target, `.errno` the cause's; the
+    previous file at that path is untouched and no temporary file is left behind."""
 
 
 # ----------------------------------------------------------------------------- specs <-> JSON
@@ -103,6 +121,13 @@ def _decode_spec(entry, where: str):
             f"{where} is a layer {name!r} that cannot be loaded (is the plugin providing it "
             f"installed?): {exc}"
         ) from None
+    fields = {a.alias for a in attrs.fields(cls) if a.init} if attrs.has(cls) else set()
+    unknown, missing = sorted(set(entry["args"]) - fields), sorted(fields - set(entry["args"]))
+    if unknown or missing:
+        raise CheckpointError(
+            f"{where} ({name}): the saved arguments must be exactly {name}'s fields "
+            f"{sorted(fields)}; unknown {unknown}, missing {missing}"
+        )
     args = {k: _decode_value(v, f"{where} ({name}) field {k!r}") for k, v in entry["args"].items()}
     try:
         return cls(**args)
@@ -129,6 +154,19 @@ def _check_metadata(metadata) -> dict:
     if bad:
         raise TypeError(f"save: metadata keys must be strings, got {bad[0]!r}")
     return json.loads(text)
+
+
+def _depth(tree) -> int:
+    """How deeply JSON objects and lists nest in `tree` (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, (list, tuple)):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in node)
+    return deepest
 
 
 def _all_keys(tree):
@@ -209,8 +247,18 @@ def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
         "opt_state": opt,
         "metadata": _check_metadata(metadata),
     }
-    text = json.dumps(meta, default=_json_default)
-    return {META: np.frombuffer(text.encode("utf-8"), dtype=np.uint8), **arrays}
+    if _depth(meta) > META_MAX_DEPTH:
+        raise ValueError(
+            f"save: the network spec and metadata nest {_depth(meta)} levels deep; a fran file "
+            f"holds at most META_MAX_DEPTH = {META_MAX_DEPTH} (load refuses deeper ones)"
+        )
+    raw = json.dumps(meta, default=_json_default).encode("utf-8")
+    if len(raw) > META_MAX_BYTES:
+        raise ValueError(
+            f"save: the network spec and metadata take {len(raw):,} bytes of JSON; a fran file "
+            f"holds at most META_MAX_BYTES = {META_MAX_BYTES:,} (load refuses larger ones)"
+        )
+    return {META: np.frombuffer(raw, dtype=np.uint8), **arrays}
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -230,31 +278,55 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write via a fsynced temp file in the same folder, then os.replace it onto `path`."""
+def _temp_prefix(path: Path) -> str:
+    """Temporary files are `.<name>.<pid>.<random>.tmp`: unique per writer, and the pid tells a
+    sweeping writer whether the file's writer is still alive (see save_checkpoint)."""
+    return f".{path.name}.{os.getpid()}."
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], caller: str = "save") -> None:
+    """Write via a fsynced, uniquely named temp file in the same folder, then os.replace it onto
+    `path`. Any OSError (no space, EFBIG, a read-only folder) becomes a SaveError naming `path`,
+    after the temp file is removed; the previous file at `path` is untouched."""
+    path = Path(path)
     directory = path.parent
-    tmp = tempfile.NamedTemporaryFile(
-        dir=directory, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
     try:
-        with tmp:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
+    except OSError as exc:
+        raise _save_error(
+            caller, path, exc, "cannot create a temporary file in its folder"
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
-        os.chmod(tmp.name, mode)
-        os.replace(tmp.name, path)
-    except BaseException:
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException as exc:
         with contextlib.suppress(OSError):
-            os.unlink(tmp.name)
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, SaveError):
+            raise _save_error(caller, path, exc, "could not be written completely") from exc
         raise
     _fsync_dir(directory)
+
+
+def _save_error(caller: str, path: Path, exc: OSError, what: str) -> SaveError:
+    cause = exc.strerror or str(exc) or type(exc).__name__
+    return SaveError(
+        exc.errno,
+        f"{caller}: {path} {what} ({cause}); the previous file, if any, is intact and no "
+        f"temporary file is left",
+        str(path),
+    )
 
 
 def write_json(path, obj) -> None:
     """obj as indented JSON in `path`, written atomically (reports, metrics, benchmark results)."""
     text = json.dumps(obj, indent=2) + "\n"
-    atomic_write(Path(path), lambda fh: fh.write(text.encode()))
+    atomic_write(Path(path), lambda fh: fh.write(text.encode()), caller="write_json")
 
 
 def save(path, model: Model, *, metadata: dict | None = None) -> None:
@@ -266,6 +338,9 @@ def save(path, model: Model, *, metadata: dict | None = None) -> None:
         metadata: an optional JSON-serialisable dict stored with the model (see load_metadata).
     Raises:
         TypeError: a spec field or the metadata cannot be stored as JSON.
+        ValueError: the spec and metadata exceed META_MAX_BYTES or META_MAX_DEPTH.
+        SaveError: an OSError: the file could not be written completely (no space, a file-size
+            limit, a read-only folder); `path` is as it was before and no temporary file is left.
     """
     arrays = _arrays_and_meta(model, metadata)
     atomic_write(Path(path), lambda fh: np.savez(fh, allow_pickle=False, **arrays))
@@ -275,59 +350,106 @@ def save(path, model: Model, *, metadata: dict | None = None) -> None:
 
 
 class _Reader:
-    """An open archive whose entries are checked (header first) before they are read."""
+    """An open zip archive whose entries are checked (layout, then .npy header) before any data is
+    read; reads are bounded by what the checked header and the archive both say."""
 
-    def __init__(self, path: Path, npz, size: int):
-        self.path, self.npz, self.size = path, npz, size
+    def __init__(self, path: Path, archive: zipfile.ZipFile, size: int, caller: str):
+        self.path, self.zip, self.size, self.caller = path, archive, size, caller
+        self.infos: dict[str, zipfile.ZipInfo] = {}
+        for info in archive.infolist():
+            name = info.filename
+            if not name.endswith(".npy"):
+                raise self.fail(f"entry {name!r} is not a .npy array")
+            key = name[: -len(".npy")]
+            if key in self.infos:
+                raise self.fail(f"entry {name!r} appears twice in the archive")
+            if key == META and info.file_size > META_MAX_BYTES + MAX_HEADER_BYTES:
+                raise self.fail(
+                    f"the {META!r} entry declares {info.file_size:,} bytes, over the cap of "
+                    f"META_MAX_BYTES = {META_MAX_BYTES:,}"
+                )
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise self.fail(
+                    f"entry {name!r} is compressed (zip method {info.compress_type}); fran files "
+                    f"store their entries uncompressed, so none can expand beyond the file"
+                )
+            if info.file_size != info.compress_size or info.file_size > size:
+                raise self.fail(
+                    f"entry {name!r} declares {info.file_size:,} bytes ({info.compress_size:,} "
+                    f"stored) in a file of {size:,} bytes"
+                )
+            self.infos[key] = info
+        self.files = list(self.infos)
 
     def fail(self, what: str) -> CheckpointError:
-        return CheckpointError(f"{self.path}: {what}")
+        return CheckpointError(f"{self.caller}: {self.path}: {what}")
 
-    def header(self, name: str) -> tuple[tuple, np.dtype]:
-        with self.npz.zip.open(f"{name}.npy") as member:
+    def read(self, name: str, shape: tuple | None, dtype: np.dtype, raw: bool = False):
+        """Entry `name`, which must have `dtype` and `shape` (None: any 1-D shape). The header is
+        checked against both before a byte of data is read, and the data against the header.
+        With raw=True, the data bytes themselves (no array, no copy)."""
+        info = self.infos[name]
+        with self.zip.open(info) as member:
             version = np.lib.format.read_magic(member)
             if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                read_header = np.lib.format.read_array_header_1_0
             elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                read_header = np.lib.format.read_array_header_2_0
             else:
                 raise self.fail(f"entry {name!r} has unsupported .npy version {version}")
-        return shape, dtype
-
-    def read(self, name: str, shape: tuple | None, dtype: np.dtype) -> np.ndarray:
-        """Entry `name`, which must have `dtype` and `shape` (None: any 1-D shape that fits)."""
-        got_shape, got_dtype = self.header(name)
-        if got_dtype != dtype:
-            raise self.fail(f"entry {name!r} has dtype {got_dtype}, expected {dtype}")
-        if shape is None:
-            if len(got_shape) != 1 or got_shape[0] * dtype.itemsize > self.size:
-                raise self.fail(f"entry {name!r} has an impossible shape {got_shape}")
-        elif tuple(got_shape) != tuple(shape):
-            raise self.fail(f"entry {name!r} has shape {tuple(got_shape)}, expected {tuple(shape)}")
-        array = self.npz[name]
-        if array.dtype != dtype or array.shape != tuple(got_shape):
-            raise self.fail(f"entry {name!r} does not match its own header")
+            try:
+                got_shape, fortran, got_dtype = read_header(member, MAX_HEADER_BYTES)
+            except ValueError as exc:
+                raise self.fail(f"entry {name!r} has an invalid .npy header: {exc}") from None
+            if got_dtype != dtype:
+                raise self.fail(f"entry {name!r} has dtype {got_dtype}, expected {dtype}")
+            if shape is None:
+                if len(got_shape) != 1:
+                    raise self.fail(f"entry {name!r} has shape {got_shape}, expected 1-D")
+            elif tuple(got_shape) != tuple(shape):
+                raise self.fail(
+                    f"entry {name!r} has shape {tuple(got_shape)}, expected {tuple(shape)}"
+                )
+            nbytes = math.prod(got_shape) * dtype.itemsize
+            held = info.file_size - member.tell()
+            if nbytes != held:
+                raise self.fail(
+                    f"entry {name!r}: its header declares shape {tuple(got_shape)} "
+                    f"({nbytes:,} bytes) but the entry holds {held:,} bytes of data"
+                )
+            data = member.read(nbytes)
+            if len(data) != nbytes or member.read(1):  # reading to the end checks the CRC-32
+                raise self.fail(f"entry {name!r} is truncated")
+        if raw:
+            return data
+        array = np.frombuffer(data, dtype=dtype).reshape(got_shape, order="F" if fortran else "C")
         return np.ascontiguousarray(array)
 
 
 @contextlib.contextmanager
-def _open(path: Path):
-    """A _Reader over `path`; archive-level defects become CheckpointError naming the file."""
+def _open(path: Path, caller: str):
+    """A _Reader over `path`; archive-level defects become CheckpointError naming the file (and
+    the public function, `caller`, that was reading it)."""
     with open(path, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
+        if fh.read(6) == b"\x93NUMPY":
+            raise CheckpointError(f"{caller}: {path}: a single .npy array, not a fran .npz archive")
+        fh.seek(0)
         try:
-            npz = np.load(fh, allow_pickle=False)
+            archive = zipfile.ZipFile(fh)
         except Exception as exc:
-            raise CheckpointError(f"{path}: not a readable .npz archive: {_why(exc)}") from exc
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise CheckpointError(f"{path}: a single .npy array, not a fran .npz archive")
-        with npz:
+            raise CheckpointError(
+                f"{caller}: {path}: not a readable .npz archive: {_why(exc)}"
+            ) from exc
+        with archive:
             try:
-                yield _Reader(path, npz, size)
+                yield _Reader(path, archive, size, caller)
             except CheckpointError:
                 raise
             except Exception as exc:
-                raise CheckpointError(f"{path}: corrupted or truncated: {_why(exc)}") from exc
+                raise CheckpointError(
+                    f"{caller}: {path}: corrupted or truncated: {_why(exc)}"
+                ) from exc
 
 
 def _why(exc: BaseException) -> str:
@@ -335,15 +457,27 @@ def _why(exc: BaseException) -> str:
 
 
 def _read_meta(reader: _Reader) -> dict:
-    if META not in reader.npz.files:
+    if META not in reader.infos:
         raise reader.fail(f"no {META!r} entry; not a file written by fran.save")
-    raw = reader.read(META, None, np.dtype(np.uint8))
+    raw = reader.read(META, None, np.dtype(np.uint8), raw=True)
+    if len(raw) > META_MAX_BYTES:
+        raise reader.fail(
+            f"the {META!r} entry holds {len(raw):,} bytes, over the cap of "
+            f"META_MAX_BYTES = {META_MAX_BYTES:,}"
+        )
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
+        meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise reader.fail(f"the {META!r} entry is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise reader.fail(f"the {META!r} entry nests deeper than META_MAX_DEPTH") from None
     if not isinstance(meta, dict):
         raise reader.fail(f"the {META!r} entry is not a JSON object")
+    if _depth(meta) > META_MAX_DEPTH:
+        raise reader.fail(
+            f"the {META!r} entry nests {_depth(meta)} levels deep, over "
+            f"META_MAX_DEPTH = {META_MAX_DEPTH}"
+        )
     if meta.get("format") != FORMAT:
         raise reader.fail(f"format is {meta.get('format')!r}, expected {FORMAT!r}")
     version = meta.get("version")
@@ -390,17 +524,76 @@ def _read_spec(reader: _Reader, meta: dict) -> engine.network:
         raise reader.fail(f"invalid network: {exc}") from None
 
 
-def _expected_params(reader: _Reader, spec: engine.network, input_shape: tuple) -> tuple:
-    """The params tree the spec implies, with throwaway leaves giving each entry's shape."""
+class _ShapeRng:
+    """A stand-in Generator for the throwaway init in _expected_params: its draws are zero-stride
+    broadcast views, so a spec declaring huge params costs no memory before it is refused; any
+    other Generator method is a real one's."""
+
+    def __init__(self):
+        self._real = np.random.default_rng(0)
+
+    def _view(self, size):
+        return self._real.random() if size is None else np.broadcast_to(np.float64(0.0), size)
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self._view(size)
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._view(size)
+
+    def standard_normal(self, size=None, *args, **kwargs):
+        return self._view(size)
+
+    def random(self, size=None, *args, **kwargs):
+        return self._view(size)
+
+    def spawn(self, n: int) -> list:
+        return [_ShapeRng() for _ in range(n)]
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _expected_params(
+    reader: _Reader, spec: engine.network, input_shape: tuple, dtype: np.dtype
+) -> tuple:
+    """The params tree the spec implies, with throwaway leaves giving each entry's shape.
+
+    The leaves are drawn from _ShapeRng (zero-stride views), and the running total of the bytes
+    they imply is compared with the bytes the file's entries hold after each layer, so a hostile
+    spec (dense(n_out=10**12)) is refused without its weights ever being allocated. (A layer's
+    own np.zeros, e.g. dense's bias, is calloc'd address space that is never touched.)
+    """
     try:
         shapes = engine._shapes(spec, input_shape)
     except ValueError as exc:
         raise reader.fail(f"the network does not fit its input shape: {exc}") from None
-    rng = np.random.default_rng(0)
-    return tuple(
-        registry.rules_for(layer).init(layer, shape, rng)
-        for layer, shape in zip(spec.layers, shapes[:-1], strict=True)
-    )
+    stored = sum(info.file_size for info in reader.infos.values())
+    like, need = [], 0
+    for i, (layer, shape) in enumerate(zip(spec.layers, shapes[:-1], strict=True)):
+        init = registry.rules_for(layer).init
+        try:
+            params = init(layer, shape, _ShapeRng())
+        except (MemoryError, OverflowError) as exc:
+            raise reader.fail(
+                f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}"
+            ) from None
+        except Exception:
+            # A plugin whose init writes into its draws or needs a real Generator: its own cost.
+            try:
+                params = init(layer, shape, np.random.default_rng(0))
+            except (MemoryError, OverflowError, ValueError, TypeError) as exc:
+                raise reader.fail(
+                    f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}"
+                ) from None
+        need += sum(np.size(leaf) for leaf in tree_leaves(params)) * dtype.itemsize
+        if need > stored:
+            raise reader.fail(
+                f"layers 0..{i} (up to {layer!r}) imply {need:,} bytes of {dtype} params, more than "
+                f"the {stored:,} bytes the file's entries hold"
+            )
+        like.append(params)
+    return tuple(like)
 
 
 def _expected_state(reader: _Reader, spec: engine.network, input_shape: tuple) -> tuple:
@@ -517,7 +710,7 @@ def _read_model(reader: _Reader) -> tuple[Model, dict]:
     meta = _read_meta(reader)
     input_shape, seed, dtype, user = _settings(reader, meta)
     spec = _read_spec(reader, meta)
-    like = _expected_params(reader, spec, input_shape)
+    like = _expected_params(reader, spec, input_shape, dtype)
     opt = _opt_layout(reader, meta)
     paths = [path for path, _ in tree_items(like)]
     state_like = _expected_state(reader, spec, input_shape)
@@ -542,7 +735,7 @@ def _read_model(reader: _Reader) -> tuple[Model, dict]:
 
 
 def _check_entries(reader: _Reader, expected: set) -> None:
-    present = set(reader.npz.files)
+    present = set(reader.files)
     if present != expected:
         extra, missing = sorted(present - expected), sorted(expected - present)
         raise reader.fail(f"unexpected entries {extra}, missing entries {missing}")
@@ -560,13 +753,13 @@ def load(path) -> Model:
         CheckpointError: the file is truncated, corrupted, of another format or a newer version,
             or names a layer whose plugin is not installed; the message names the file.
     """
-    with _open(Path(path)) as reader:
+    with _open(Path(path), "load") as reader:
         return _read_model(reader)[0]
 
 
 def load_metadata(path) -> dict:
     """The user metadata stored by `save(..., metadata=...)` ({} when none was given)."""
-    with _open(Path(path)) as reader:
+    with _open(Path(path), "load_metadata") as reader:
         user = _read_meta(reader).get("metadata", {})
         if not isinstance(user, dict):
             raise reader.fail(f"metadata must be a JSON object, got {user!r}")
@@ -576,31 +769,73 @@ def load_metadata(path) -> dict:
 # ----------------------------------------------------------------------------- checkpoints
 
 
+def _writer_alive(temp: Path, prefix: str) -> bool:
+    """Whether the writer whose pid is in a temp file's name (see _temp_prefix) still runs."""
+    pid = temp.name[len(prefix) :].split(".", 1)[0]
+    if not pid.isdigit():
+        return False  # not one of ours, or an older fran's: nobody is writing it
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
 def save_checkpoint(directory, model: Model, *, metadata: dict | None = None) -> Path:
     """Atomically write `directory/checkpoint.npz` (creating the directory); returns its path.
 
-    The rename is the commit point: a crash at any instant leaves the previous checkpoint intact.
-    Temporary files left by a writer that was killed are removed after a successful write, so
-    use one writer per directory.
+    The rename is the commit point: a crash at any instant leaves the previous checkpoint intact,
+    and writers running at the same time into the same folder all succeed, leaving one complete
+    checkpoint of one of them. After a successful write, temporary files left by writers that are
+    no longer running (killed mid-write) are removed; those of live writers are left alone.
+
+    Raises:
+        SaveError: an OSError: the folder cannot be created or the checkpoint cannot be written
+            completely (no space, a file-size limit, a read-only folder); the previous checkpoint
+            is intact and no temporary file is left. The message names the file.
+        TypeError, ValueError: as for `save`.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / CHECKPOINT_NAME
-    save(path, model, metadata=metadata)
-    for stale in directory.glob(f".{CHECKPOINT_NAME}.*.tmp"):
-        with contextlib.suppress(OSError):
-            stale.unlink()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _save_error("save_checkpoint", path, exc, "cannot create its folder") from exc
+    arrays = _arrays_and_meta(model, metadata)
+    atomic_write(path, lambda fh: np.savez(fh, allow_pickle=False, **arrays), "save_checkpoint")
+    prefix = f".{CHECKPOINT_NAME}."
+    for stale in directory.glob(f"{prefix}*.tmp"):
+        if not _writer_alive(stale, prefix):
+            with contextlib.suppress(OSError):
+                stale.unlink()
     return path
 
 
 def load_checkpoint(directory) -> tuple[Model, dict] | None:
-    """(model, metadata) from `directory/checkpoint.npz`, or None when there is no checkpoint.
+    """Load the checkpoint that save_checkpoint wrote.
 
+    Args:
+        directory: the folder given to save_checkpoint; or the checkpoint file itself.
+    Returns:
+        (Model, metadata), or None when the folder does not exist or holds no checkpoint.npz.
     Raises:
-        CheckpointError: there is a checkpoint but it cannot be read.
+        CheckpointError: there is a checkpoint but it cannot be read; the message names the file.
+        FileNotFoundError: `directory` does not exist and ends in ".npz", i.e. looks like a
+            missing checkpoint file rather than a folder with no checkpoint yet.
     """
-    path = Path(directory) / CHECKPOINT_NAME
-    if not path.exists():
-        return None
-    with _open(path) as reader:
+    given = Path(directory)
+    if given.is_file():
+        path = given
+    elif not given.exists() and given.suffix == ".npz":
+        raise FileNotFoundError(
+            f"load_checkpoint: directory argument {str(directory)!r} does not exist; expected "
+            f"the folder passed to save_checkpoint (or an existing checkpoint file)"
+        )
+    else:
+        path = given / CHECKPOINT_NAME
+        if not path.exists():
+            return None
+    with _open(path, "load_checkpoint") as reader:
         return _read_model(reader)

@@ -451,20 +451,27 @@ def test_object_arrays_are_refused_not_unpickled(saved, entry):
     assert UNPICKLED == []
 
 
-def test_np_load_never_allows_pickle(saved, monkeypatch):
+def test_loading_never_uses_np_load_or_pickle(saved, monkeypatch):
+    """Loading parses the zip and the .npy headers itself: np.load and pickle are never called."""
+    import pickle
+
     calls = []
-    real_load = np.load
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs.get("allow_pickle"))
-        return real_load(*args, **kwargs)
+    def spy(name):
+        def called(*args, **kwargs):
+            calls.append(name)
+            raise AssertionError(f"{name} called")
 
-    monkeypatch.setattr(np, "load", spy)
+        return called
+
+    fran.save_checkpoint(saved.parent / "ck", fran.load(saved))
+    monkeypatch.setattr(np, "load", spy("np.load"))
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, spy(f"pickle.{name}"))
     fran.load(saved)
     load_metadata(saved)
-    fran.save_checkpoint(saved.parent / "ck", fran.load(saved))
     fran.load_checkpoint(saved.parent / "ck")
-    assert len(calls) == 4 and calls == [False] * 4
+    assert calls == []
 
 
 # ----------------------------------------------------------------------------- plugins
@@ -549,6 +556,30 @@ def test_plugin_layer_round_trips(tmp_path, plugin):
     assert_same_tree(model.opt_state, loaded.opt_state)
 
 
+INPLACE_PLUGIN = PLUGIN.replace("io_test_scale", "io_test_inplace").replace(
+    """    return {"g": np.full(shape, spec.gain * sum(spec.factors))}""",
+    """    g = rng.normal(0.0, 1.0, shape)
+    g *= 0.0  # writes into its draw: load's shape-only stand-in Generator cannot serve this
+    g += spec.gain
+    return {"g": g}""",
+)
+
+
+def test_plugin_whose_init_writes_into_its_draws_still_loads(tmp_path, monkeypatch):
+    (tmp_path / "fran_io_inplace_plugin.py").write_text(textwrap.dedent(INPLACE_PLUGIN))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_BY_NAME", dict(registry._BY_NAME))
+    monkeypatch.setattr(registry, "_BY_TYPE", dict(registry._BY_TYPE))
+    module = importlib.import_module("fran_io_inplace_plugin")
+    try:
+        net = fran.network([fran.flatten(), module.scale(factors=(1.0,), gain=3.0), fran.dense(2)])
+        model = fran.init_weights(net, 2, 3, seed=0)
+        fran.save(tmp_path / "m.npz", model)
+        assert_same_model(model, fran.load(tmp_path / "m.npz"))
+    finally:
+        sys.modules.pop("fran_io_inplace_plugin", None)
+
+
 def test_missing_plugin_names_the_layer(tmp_path, plugin):
     net = fran.network([fran.flatten(), plugin.cls(factors=(1.0,))])
     fran.save(tmp_path / "m.npz", fran.init_weights(net, 2, 2))
@@ -593,3 +624,24 @@ def test_bad_checkpoint_raises(tmp_path, model):
 def test_checkpoint_error_is_a_value_error():
     assert issubclass(fran.CheckpointError, ValueError)
     assert fran.CheckpointError is CheckpointError
+
+
+def test_load_checkpoint_accepts_the_file_itself(tmp_path, model):
+    path = fran.save_checkpoint(tmp_path / "run", model, metadata={"a": 1})
+    loaded, meta = fran.load_checkpoint(path)
+    assert_same_model(model, loaded) and meta == {"a": 1}
+    loaded, meta = fran.load_checkpoint(str(path))
+    assert meta == {"a": 1}
+
+
+def test_load_checkpoint_of_a_missing_file_names_the_argument(tmp_path):
+    missing = tmp_path / "run" / "checkpoint.npz"
+    with pytest.raises(
+        FileNotFoundError, match=r"load_checkpoint: directory argument .*checkpoint"
+    ):
+        fran.load_checkpoint(missing)
+    assert fran.load_checkpoint(tmp_path / "run") is None  # a folder with no checkpoint yet
+
+
+def test_save_error_is_an_os_error():
+    assert issubclass(fran.io.SaveError, OSError)
