@@ -15,7 +15,7 @@ from fran.engine import (
     vjp,
     vjp_with_state,
 )
-from fran.io import CheckpointError, load, load_checkpoint, save, save_checkpoint
+from fran.io import CheckpointError, SaveError, load, load_checkpoint, save, save_checkpoint
 from fran.layers import (
     activation,
     batchnorm,
@@ -63,6 +63,7 @@ __all__ = [
     "Model",
     "Optimizer",
     "RmspropState",
+    "SaveError",
     "SgdState",
     "TrainingError",
     "activation",

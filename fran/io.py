@@ -42,7 +42,7 @@ import fran
 from fran import engine, registry
 from fran.model import Model
 from fran.optim import STATES
-from fran.tree import freeze, tree_items, tree_map
+from fran.tree import freeze, tree_items, tree_leaves, tree_map
 
 FORMAT = "fran.model"
 VERSION = 1
@@ -596,12 +596,20 @@ def _expected_params(
     return tuple(like)
 
 
-def _expected_state(reader: _Reader, spec: engine.network, input_shape: tuple) -> tuple:
-    """The layers' state tree the spec implies (running statistics; files before v2 have none)."""
+def _expected_state(reader: _Reader, spec: engine.network, input_shape: tuple, dtype) -> tuple:
+    """The layers' state tree the spec implies (running statistics; files before v2 have none),
+    its size checked against the bytes the file holds (np.zeros is untouched address space)."""
     try:
-        return engine._net_init_state(spec, input_shape)
-    except ValueError as exc:
-        raise reader.fail(f"the network does not fit its input shape: {exc}") from None
+        state = engine._net_init_state(spec, input_shape)
+    except (ValueError, MemoryError, OverflowError) as exc:
+        raise reader.fail(
+            f"the network's state does not fit its input shape: {_why(exc)}"
+        ) from None
+    need = sum(np.size(leaf) for leaf in tree_leaves(state)) * np.dtype(dtype).itemsize
+    stored = sum(info.file_size for info in reader.infos.values())
+    if need > stored:
+        raise reader.fail(f"the layers' state implies {need:,} bytes, more than the file holds")
+    return state
 
 
 def _read_tree(reader: _Reader, prefix: str, like, dtype: np.dtype):
@@ -647,7 +655,7 @@ class _OptLayout:
         }
         self.prefix = prefix
         defaults = self.cls._field_defaults
-        present = {name.split("/")[len(prefix.split("/"))] for name in reader.npz.files
+        present = {name.split("/")[len(prefix.split("/"))] for name in reader.files
                    if name.startswith(prefix + "/")}  # fmt: skip
         # a field added later with a default is absent from older files: it takes its default
         self.trees = [
@@ -713,7 +721,7 @@ def _read_model(reader: _Reader) -> tuple[Model, dict]:
     like = _expected_params(reader, spec, input_shape, dtype)
     opt = _opt_layout(reader, meta)
     paths = [path for path, _ in tree_items(like)]
-    state_like = _expected_state(reader, spec, input_shape)
+    state_like = _expected_state(reader, spec, input_shape, dtype)
     expected = {f"params/{path}" for path in paths}
     if opt is not None:
         expected |= opt.entries(paths)
