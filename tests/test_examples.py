@@ -142,3 +142,32 @@ def test_resume_refuses_a_checkpoint_from_another_run(
     with pytest.raises(RuntimeError, match=message):
         examples["lenet5_mnist"].main(argv)
     assert fran.io.load_checkpoint(out)[0].epoch == 1  # the refused run changed nothing
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0"),
+        (["--n-train", "70000"], "--n-train must be <= 60000"),
+        (["--n-test", "10001"], "--n-test must be <= 10000"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_argparse_errors(examples, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        examples["lenet5_mnist"].main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_is_one_clean_line(examples, tmp_path, monkeypatch):
+    def missing(split="train", n=None, root=None, download=True):
+        raise FileNotFoundError("fashion-mnist file x not found. Run `python -m fran.data fetch`")
+
+    monkeypatch.setattr(fran.datasets, "load_fashion_mnist", missing)
+    with pytest.raises(SystemExit) as exit_info:
+        examples["cnn_fmnist"]._common.cli(
+            lambda argv: examples["cnn_fmnist"].main([*TINY, "--out", str(tmp_path)])
+        )
+    assert str(exit_info.value.code).startswith("error: fashion-mnist file x not found")
