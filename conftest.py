@@ -12,7 +12,7 @@ import pytest
 
 
 def _synthetic_mnist(split: str = "train", n: int | None = None, root=None, download=True):
-    """Like fran.datasets.load_mnist, on at most 256 fixed random images (digit-like blobs)."""
+    """Like fran.data.load_mnist, on at most 256 fixed random images (digit-like blobs)."""
     size = min(n if n is not None else 256, 256)
     rng = np.random.default_rng(0 if split == "train" else 1)
     y = rng.integers(0, 10, size).astype(np.int64)
@@ -24,14 +24,10 @@ def _synthetic_mnist(split: str = "train", n: int | None = None, root=None, down
 
 @pytest.fixture
 def small_mnist(monkeypatch):
-    """fran.datasets.load_mnist (and fran.data.load_mnist) on synthetic data, for this block."""
+    """fran.data.load_mnist (and its old name fran.datasets.load_mnist) on synthetic data."""
+    import fran.data
     import fran.datasets
 
+    monkeypatch.setattr(fran.data, "load_mnist", _synthetic_mnist)
     monkeypatch.setattr(fran.datasets, "load_mnist", _synthetic_mnist)
-    try:
-        import fran.data
-    except ImportError:
-        pass
-    else:
-        monkeypatch.setattr(fran.data, "load_mnist", _synthetic_mnist)
     return _synthetic_mnist
