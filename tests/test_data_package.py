@@ -40,3 +40,17 @@ def test_both_command_lines(tmp_path):
         )
         assert run.returncode == 0, run.stderr
         assert f"python -m {module} fetch" in run.stdout
+
+
+def test_importing_every_data_module_runs_nothing():
+    out = run_python(
+        """
+        import importlib, json, pkgutil
+        import fran.data
+        names = [m.name for m in pkgutil.walk_packages(fran.data.__path__, "fran.data.")]
+        for name in names:
+            importlib.import_module(name)
+        print(json.dumps({"names": sorted(names)}))
+        """
+    )
+    assert "fran.data.__main__" in out["names"] and "fran.data.store" in out["names"]

@@ -2,4 +2,5 @@
 
 from fran.data.fetch import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing this module (e.g. pkgutil.walk_packages) runs nothing
+    raise SystemExit(main())
