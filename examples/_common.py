@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator
-from tqdm import tqdm
+
+try:
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from tqdm import tqdm
+except ModuleNotFoundError as exc:  # fran alone was installed, without the examples' extras
+    sys.exit(
+        f"error: the examples need matplotlib and tqdm ({exc}); install them with\n"
+        "    python3 -m pip install '.[examples]'    (from the fran checkout)"
+    )
 
 import fran
 import fran.io
@@ -33,6 +41,8 @@ FASHION = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+
+N_TRAIN, N_TEST = 60_000, 10_000  # MNIST's and Fashion-MNIST's split sizes
 
 Loader = Callable[[str, "int | None"], "tuple[np.ndarray, np.ndarray]"]
 
@@ -117,9 +127,15 @@ def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Name
     args = p.parse_args(argv)
     for name in ("epochs", "n_train", "batch_size"):
         if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.n_test is not None and args.n_test < 1:
-        p.error("--n-test must be >= 1")
+        p.error(f"--n-test must be >= 1, got {args.n_test}")
+    if args.n_train > N_TRAIN:
+        p.error(f"--n-train must be <= {N_TRAIN} (the training set's size), got {args.n_train}")
+    if args.n_test is not None and args.n_test > N_TEST:
+        p.error(f"--n-test must be <= {N_TEST} (the test set's size), got {args.n_test}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        p.error(f"--lr must be a finite number > 0, got {args.lr}")
     return args
 
 
@@ -133,8 +149,11 @@ def args_record(args: argparse.Namespace) -> dict:
 
 def load_data(example: Example, args: argparse.Namespace) -> dict:
     """Train on the first n-train training images, test on the first n-test (all) test images."""
-    X, labels = example.load("train", args.n_train)
-    Xt, labels_t = example.load("test", args.n_test)
+    try:
+        X, labels = example.load("train", args.n_train)
+        Xt, labels_t = example.load("test", args.n_test)
+    except FileNotFoundError as exc:  # not fetched yet: the message says what to run
+        raise UsageError(str(exc)) from None
     y, yt = (labels, labels_t) if example.is_classifier else (X, Xt)
     return {"X": X, "y": y, "Xt": Xt, "yt": yt, "labels_t": labels_t}
 
@@ -285,6 +304,7 @@ def cli(main: Callable[[list[str] | None], dict]) -> None:
         main(None)
     except UsageError as exc:
         sys.exit(f"error: {exc}")
+
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -5,14 +5,14 @@
 
 conv 3x3 32 relu -> maxpool 2 -> conv 3x3 64 relu -> maxpool 2 -> dense 128 relu -> dense 10
 -> softmax. Writes learning_curve.png, confusion_matrix.png, misclassified.png, metrics.json
-and model.npz into --out. Get the data first with `python -m fran.datasets fetch fashion-mnist`.
+and model.npz into --out. Get the data first with `python -m fran.data fetch fashion-mnist`.
 """
 
 from __future__ import annotations
 
 import _common
 
-import fran.datasets
+import fran.data
 from fran import conv2d, dense, flatten, maxpooling, network, softmax
 
 
@@ -32,7 +32,7 @@ def build() -> network:
 
 
 def load(split: str, n: int | None):
-    return fran.datasets.load_fashion_mnist(split, n=n)
+    return fran.data.load_fashion_mnist(split, n=n)
 
 
 EXAMPLE = _common.Example(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import _common
 
-import fran.datasets
+import fran.data
 from fran import conv2d, conv2d_transpose, maxpooling, network
 
 
@@ -33,7 +33,7 @@ def build() -> network:
 
 
 def load(split: str, n: int | None):
-    return fran.datasets.load_mnist(split, n=n)
+    return fran.data.load_mnist(split, n=n)
 
 
 # PyTorch's default init (U(+-1/sqrt(fan_in)) weights and biases): with fran's default (He for

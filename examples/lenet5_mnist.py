@@ -9,14 +9,14 @@ the test loss ends near 0.84 at 97.8% accuracy.
 
 Writes learning_curve.png, confusion_matrix.png, misclassified.png, metrics.json and model.npz
 into --out (see examples/_common.py). Get the data first with
-`python -m fran.datasets fetch mnist`.
+`python -m fran.data fetch mnist`.
 """
 
 from __future__ import annotations
 
 import _common
 
-import fran.datasets
+import fran.data
 from fran import conv2d, dense, flatten, maxpooling, network, softmax
 
 
@@ -40,7 +40,7 @@ def build() -> network:
 
 
 def load(split: str, n: int | None):
-    return fran.datasets.load_mnist(split, n=n)
+    return fran.data.load_mnist(split, n=n)
 
 
 EXAMPLE = _common.Example(

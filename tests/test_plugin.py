@@ -81,7 +81,7 @@ def test_discovered_lazily_in_a_fresh_interpreter(plugin):
     names, imported = out["names"]
     assert NAME in names and {"dense", "conv2d", "maxpooling", "softmax"} <= set(names)
     assert not imported, "names() must not import the plugin"
-    assert out["get"] == ["avgpooling(k=2, stride=None)", True, 1]
+    assert out["get"] == ["avgpooling(k=2)", True, 1]
 
 
 def test_declared_as_an_entry_point(plugin):
@@ -96,6 +96,8 @@ def test_built_by_name(plugin, avgpooling):
     assert avgpooling is plugin.avgpooling
     spec = registry.get(NAME)(k=2)
     assert spec == plugin.avgpooling(k=2) and spec.stride is None and spec.s == 2
+    assert repr(spec) == "avgpooling(k=2)"  # defaults left out, as the built-ins print
+    assert repr(plugin.avgpooling(k=3, stride=1)) == "avgpooling(k=3, stride=1)"
     assert registry.rules_for(spec).name == NAME
     assert hash(spec) == hash(plugin.avgpooling(2))
     assert fran.output_shape(spec, (3, 7, 9)) == (3, 3, 4)

@@ -49,6 +49,15 @@ class avgpooling:
     def s(self) -> int:
         return self.k if self.stride is None else self.stride
 
+    def __repr__(self) -> str:
+        """As the built-ins print: only the fields that differ from their defaults."""
+        shown = [
+            f"{f.name}={getattr(self, f.name)!r}"
+            for f in attrs.fields(type(self))
+            if f.default is attrs.NOTHING or getattr(self, f.name) != f.default
+        ]
+        return f"avgpooling({', '.join(shown)})"
+
 
 def _out(size: int, k: int, s: int) -> int:
     return (size - k) // s + 1

@@ -1,0 +1,33 @@
+"""Fixtures for the code blocks of README.md, docs/ and examples/*.md (pytest --markdown-docs).
+
+A block asks for one with a `fixture:NAME` info string. Blocks that load MNIST use
+`small_mnist`: the real loaders need the dataset (and so the network) which CI does not have,
+so the block runs verbatim on a few hundred synthetic images of MNIST's shape instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def _synthetic_mnist(split: str = "train", n: int | None = None, root=None, download=True):
+    """Like fran.data.load_mnist, on at most 256 fixed random images (digit-like blobs)."""
+    size = min(n if n is not None else 256, 256)
+    rng = np.random.default_rng(0 if split == "train" else 1)
+    y = rng.integers(0, 10, size).astype(np.int64)
+    X = rng.random((size, 1, 28, 28), dtype=np.float32) * 0.3
+    for i, label in enumerate(y):  # a bright bar whose position is the label
+        X[i, 0, 2 + 2 * label : 4 + 2 * label, 4:24] = 1.0
+    return X, y
+
+
+@pytest.fixture
+def small_mnist(monkeypatch):
+    """fran.data.load_mnist (and its old name fran.datasets.load_mnist) on synthetic data."""
+    import fran.data
+    import fran.datasets
+
+    monkeypatch.setattr(fran.data, "load_mnist", _synthetic_mnist)
+    monkeypatch.setattr(fran.datasets, "load_mnist", _synthetic_mnist)
+    return _synthetic_mnist
