@@ -38,7 +38,7 @@ from fran.layers import (
     residual,
     softmax,
 )
-from fran.layers._im2col import conv_out
+from fran.layers._conv import conv_out
 from fran.tree import tree_map
 
 KINK_MARGIN = 1e-3

@@ -19,7 +19,7 @@ import pytest
 
 import fran
 
-KERNELS = importlib.import_module("fran.layers._im2col")
+KERNELS = importlib.import_module("fran.layers._conv")
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-5, np.float64: 1e-12}

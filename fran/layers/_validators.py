@@ -52,3 +52,12 @@ def compact_repr(self) -> str:
         if field.default is attrs.NOTHING or value != field.default:
             shown.append(f"{field.name}={value!r}")
     return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def chw_shape(spec, shape) -> tuple:
+    """`shape` itself if it is one image sample (channels, height, width), else a ValueError."""
+    if len(shape) != 3:
+        raise ValueError(
+            f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}"
+        )
+    return shape

@@ -1,16 +1,26 @@
-"""Patches-times-weights convolution helpers, shared by conv2d, conv2d_transpose and maxpooling.
+"""Convolution kernels behind conv2d and conv2d_transpose (and layout helpers for maxpooling).
 
-im2col turns every k x k window of a batch into one column of a matrix, so that a convolution is a
-single BLAS matrix product; col2im is its adjoint (it adds every column back onto its window).
-Layout: the columns are ordered (channel, ki, kj) x (sample, out_row, out_col), i.e. shape
-(C*k*k, N*OH*OW). Putting the channel axis first and the batch axis second means the product
-`w (O, C*k*k) @ cols` is already laid out as (O, N, OH, OW): the NCHW result is a free transposed
-view of it, and the next layer's im2col reads that view directly, with no copy in between.
-Also here: matmul_wide / matmul_wide_t (the products with these wide matrices, in column blocks,
-which single-threaded OpenBLAS runs faster) and the stride-1 input gradient of a convolution.
+The layers call four functions; a correlation of x (N, C, H, W) with w (O, C, k, k) is:
+    tape = lay_out(x, w, stride, padding)   x arranged for one matrix product (kept for the vjp)
+    z = correlate(tape, b)                  z (O, N*OH*OW) = w (*) x + b
+    dw, dx = correlate_vjp(tape, dz)        its weight and input gradients for dz (O, N*OH*OW)
+    correlate_input_grad(dz, w, ...)        dx alone: the transposed convolution of dz
+conv2d's forward is correlate and its backward correlate_vjp; conv2d_transpose's forward is
+correlate_input_grad and its backward correlate (dx) and correlate_vjp (dw only).
+
+Two layouts of x. im2col turns every k x k window into one column, (C*k*k, N*OH*OW), ordered
+(channel, ki, kj) x (sample, out_row, out_col), so that `w (O, C*k*k) @ cols` is already laid
+out as (O, N, OH, OW): the NCHW result is a free transposed view, which the next layer's im2col
+reads directly; col2im is its adjoint. For stride 1 with fewer outputs than inputs (O < C) the
+output side is cheaper: multiply first, then add k*k shifted slices (see padded_rows below).
+Products with these wide matrices run in column blocks (matmul_wide, matmul_wide_t).
+plain=True keeps whole products and im2col/col2im only (conv2d_transpose's own path).
+Past timings of these choices: benchmarks/README.md, "Kernel notes".
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -19,6 +29,89 @@ from numpy.lib.stride_tricks import sliding_window_view
 def conv_out(size: int, k: int, stride: int, pad: int = 0) -> int:
     """Output length of a k-window sliding with `stride` over `size` zero-padded by `pad` (floor)."""
     return (size + 2 * pad - k) // stride + 1
+
+
+class Tape(NamedTuple):
+    """x laid out for a correlation with w: im2col columns, or (output side) X and Wt."""
+
+    w: np.ndarray
+    stride: int
+    padding: int
+    plain: bool
+    x_shape: tuple  # (N, C, H, W)
+    out: tuple  # (OH, OW)
+    cols: np.ndarray | None  # im2col(x) (C*k*k, N*OH*OW), or None on the output side
+    X: np.ndarray | None = None  # padded_rows(x) (C, N*Hp*Wp), output side only
+    wt: np.ndarray | None = None  # w as (k*k*O, C), rows ordered (i, j, o), output side only
+
+    def as_nchw(self, z2: np.ndarray) -> np.ndarray:
+        """A result matrix (O, N*OH*OW) as an NCHW view (N, O, OH, OW)."""
+        return batch_first(z2, self.x_shape[0], *self.out)
+
+
+def lay_out(x, w, stride: int, padding: int, plain: bool = False) -> Tape:
+    """x (N, C, H, W) arranged for the products with w (O, C, k, k): the output side for stride 1
+    with O < C (fewer rows to copy), else im2col."""
+    N, C, H, W = x.shape
+    O, _, k, _ = w.shape
+    out = (conv_out(H, k, stride, padding), conv_out(W, k, stride, padding))
+    if not plain and stride == 1 and O < C:
+        wt = w.transpose(2, 3, 0, 1).reshape(k * k * O, C)
+        return Tape(w, stride, padding, plain, x.shape, out, None, padded_rows(x, padding), wt)
+    return Tape(w, stride, padding, plain, x.shape, out, im2col(x, k, stride, padding))
+
+
+def correlate(tape: Tape, b=None) -> np.ndarray:
+    """z (O, N*OH*OW): z[o, (n, r, q)] = b[o] + sum_{c,i,j} w[o,c,i,j] x_pad[n,c, s*r+i, s*q+j]."""
+    O, k = tape.w.shape[0], tape.w.shape[2]
+    if tape.cols is not None:
+        z = (np.matmul if tape.plain else matmul_wide)(tape.w.reshape(O, -1), tape.cols)
+        if b is not None:
+            z += b.reshape(O, 1)
+        return z
+    N, _, H, W = tape.x_shape
+    (OH, OW), p = tape.out, tape.padding
+    Hp, Wp = H + 2 * p, W + 2 * p
+    P = matmul_wide(tape.wt, tape.X).reshape(k * k, O, -1)
+    z = shifted_sum(P, k, Wp).reshape(O, N, Hp, Wp)[:, :, :OH, :OW]
+    z = np.ascontiguousarray(z) if b is None else z + b.reshape(O, 1, 1, 1)  # compact
+    return z.reshape(O, -1)
+
+
+def correlate_vjp(tape: Tape, dz: np.ndarray, input_grad: bool = True):
+    """(dw, dx) for the output gradient dz (O, N*OH*OW): dw like w, dx channels first
+    (C, N, H, W), or None when not input_grad."""
+    N, C, H, W = tape.x_shape
+    (OH, OW), p = tape.out, tape.padding
+    O, k = tape.w.shape[0], tape.w.shape[2]
+    if tape.cols is not None:
+        product_t = (lambda a, b: a @ b.T) if tape.plain else matmul_wide_t
+        dw = product_t(dz, tape.cols).reshape(tape.w.shape)
+        if not input_grad:
+            return dw, None
+        dz4 = dz.reshape(O, N, OH, OW)
+        return dw, correlate_input_grad(dz4, tape.w, tape.stride, p, (H, W), tape.plain)
+    Hp, Wp = H + 2 * p, W + 2 * p
+    D = shifted_spread(in_corner(dz, N, OH, OW, Hp, Wp), k, Wp)
+    dwt = matmul_wide_t(D, tape.X).reshape(k, k, O, C)
+    dw = np.ascontiguousarray(dwt.transpose(2, 3, 0, 1))
+    if not input_grad:
+        return dw, None
+    return dw, matmul_wide(tape.wt.T, D).reshape(C, N, Hp, Wp)[:, :, p : p + H, p : p + W]
+
+
+def correlate_input_grad(dz, w, stride: int, padding: int, size: tuple, plain: bool = False):
+    """The adjoint of correlate in x: dz (O, N, OH, OW) -> dx (C, N, H, W) for size = (H, W),
+    i.e. col2im(w2.T @ dz) cropped by the padding (a transposed convolution of dz)."""
+    O, N, OH, OW = dz.shape
+    C, k, p = w.shape[1], w.shape[2], padding
+    w2, dz2 = w.reshape(O, -1), dz.reshape(O, -1)
+    H, W = size
+    if stride == 1 and not plain:  # the same sums in long contiguous adds (faster)
+        full = conv_input_grad_stride1(w2, dz2, N, OH, OW, k)
+    else:
+        full = col2im(w2.T @ dz2, C, N, OH, OW, k, stride, H + 2 * p, W + 2 * p)
+    return full[:, :, p : p + H, p : p + W]
 
 
 def windows(x: np.ndarray, k: int, stride: int, padding: int = 0) -> np.ndarray:
@@ -61,16 +154,8 @@ def col2im(
     return out
 
 
-# OpenBLAS runs a short, very wide product such as (6 x 25) @ (25 x 36864) (LeNet's first
-# convolution on a batch of 64) two to three times slower than the same product cut into blocks of
-# columns (measured: 0.69 ms whole, 0.30 ms in blocks of 4096; the product with the transpose, for
-# the weight gradient, 1.25 ms against 0.40 ms). The best block keeps the block's columns of both
-# operands (the K and M rows of a column) within about 512 kB: 4096 columns for that product,
-# 1024 for LeNet's second conv, (16 x 54) @ (54 x 6400) and its gradients (there 0.47 ms -> 0.24 ms
-# for the weight gradient); wider blocks fall off the cliff again. Blocks only pay while the
-# small matrix (weights or weight gradient, M x K) is small: for the Fashion-MNIST CNN's second
-# convolution, (64 x 288) @ (288 x 7744), they cost 15% (forward) to 90% (weight gradient), and
-# whole products of that size also let OpenBLAS use a second core (1.9 ms against 3.8 ms).
+# Single-threaded OpenBLAS runs a short, very wide product faster in blocks of columns whose
+# operand columns fit in about 512 kB; only while the small matrix (M x K) is small.
 GEMM_BLOCK_BYTES = 1 << 19
 SMALL_MATRIX = 4096  # M * K at most this: compute in column blocks
 
@@ -126,7 +211,6 @@ def conv_input_grad_stride1(w2: np.ndarray, dz: np.ndarray, N: int, OH: int, OW:
     window offset (i, j) lands on the flattened input shifted by i*W + j, the same shift for
     every sample and pixel, so each of the k*k adds is one long contiguous run per channel.
     The padded positions hold zeros, so what they add (even past the end) is nothing.
-    (LeNet's second conv: 0.72 ms against 0.96 ms, the 44% wider product included.)
     """
     C = w2.shape[1] // (k * k)
     H, W = OH + k - 1, OW + k - 1
@@ -150,9 +234,7 @@ def conv_input_grad_stride1(w2: np.ndarray, dz: np.ndarray, N: int, OH: int, OW:
 # garbage, never read back). The adjoint spreads dz the other way round into D (k*k*O, L),
 # D[ij, o, l] = dz[o, l - s_ij], the im2col of dz laid out on the input's grid; then
 # dWt = D @ X.T and dX = Wt.T @ D, with no col2im at all. Every array holds O*k*k rows instead
-# of C*k*k. Measured per batch of 64, against im2col: the autoencoder's last convolution (16 -> 1
-# channels, 28 x 28) forward 9.3 -> 1.8 ms, backward 3.9 -> 1.2 ms; its second (16 -> 8, 14 x 14)
-# forward 4.3 -> 1.7 ms, backward 2.6 -> 3.4 ms; the autoencoder's epoch 4.7 -> 3.0 s.
+# of C*k*k.
 
 
 def padded_rows(x: np.ndarray, p: int) -> np.ndarray:
