@@ -4,27 +4,14 @@ inputs are never changed (every array handed in is read-only, so a write would r
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from test_fuzz import DOCUMENTED, FUZZ, junk  # the same junk and the same documented kinds
 
 import fran
 from fran import activation, batchnorm, dropout, residual
-from fran.registry import RegistryError
 from fran.tree import freeze
-
-DOCUMENTED = (ValueError, TypeError, RegistryError, fran.TrainingError)
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-junk = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-3, 40),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=6),
-    st.lists(st.integers(-2, 5), max_size=3),
-    st.tuples(st.integers(-2, 5)),
-)
 
 
 def _only_documented(call):
