@@ -33,6 +33,7 @@ except ModuleNotFoundError as exc:  # fran alone was installed, without the exam
 
 import fran
 import fran.io
+import fran.tree
 
 matplotlib.use("Agg")  # files only, never a window (switching is fine before any figure exists)
 
@@ -58,6 +59,12 @@ class Example:
     class_names: the classes' names for a classifier; None for an autoencoder (target = input).
     init: the default of --init: a weight-init scheme for init_weights, or "default" for fran's
         choice by activation (He for relu, Glorot otherwise).
+    optimizer: optimizer(args, steps_per_epoch) -> the Optimizer for every epoch (a schedule in it
+        counts the model's steps, so it resumes where it stopped); None means Adam(--lr).
+    optimizer_label: how the plots' subtitles name the optimizer, before "lr <--lr>".
+    epochs, batch_size, lr: the defaults of --epochs, --batch-size and --lr.
+    validation_split: hold out this fraction of the n-train images, the LAST ones (as Keras'
+        validation_split), and score them every epoch (val_loss, val_accuracy); 0 = none.
     """
 
     name: str
@@ -66,6 +73,12 @@ class Example:
     load: Loader
     class_names: tuple[str, ...] | None = None
     init: str = "default"
+    optimizer: Callable[[argparse.Namespace, int], fran.Optimizer] | None = None
+    optimizer_label: str = "Adam"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 1e-3
+    validation_split: float = 0.0
 
     @property
     def is_classifier(self) -> bool:
@@ -89,7 +102,12 @@ def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Name
         prog=f"{example.name}.py",
         description=f"Train {example.title} with fran and write plots, metrics and the model.",
     )
-    p.add_argument("--epochs", type=int, default=10, help="total epochs to train (default 10)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=example.epochs,
+        help=f"total epochs to train (default {example.epochs})",
+    )
     p.add_argument("--seed", type=int, default=0, help="weights and shuffle seed (default 0)")
     p.add_argument(
         "--out",
@@ -109,8 +127,18 @@ def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Name
         default=None,
         help="score on the first n test images (default: all 10000)",
     )
-    p.add_argument("--batch-size", type=int, default=64, help="mini-batch size (default 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=example.batch_size,
+        help=f"mini-batch size (default {example.batch_size})",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=example.lr,
+        help=f"{example.optimizer_label} learning rate (default {example.lr:g})",
+    )
     p.add_argument(
         "--init",
         default=example.init,
@@ -155,7 +183,27 @@ def load_data(example: Example, args: argparse.Namespace) -> dict:
     except FileNotFoundError as exc:  # not fetched yet: the message says what to run
         raise UsageError(str(exc)) from None
     y, yt = (labels, labels_t) if example.is_classifier else (X, Xt)
-    return {"X": X, "y": y, "Xt": Xt, "yt": yt, "labels_t": labels_t}
+    data = {"X": X, "y": y, "Xt": Xt, "yt": yt, "labels_t": labels_t}
+    if example.validation_split:
+        return data | split_validation(data, example.validation_split)
+    return data
+
+
+def split_validation(data: dict, fraction: float) -> dict:
+    """Hold out the LAST fraction of the training images (Keras' validation_split, unshuffled)."""
+    n_val = int(len(data["X"]) * fraction)  # Keras: int(n * validation_split) at the end
+    if n_val < 1 or n_val >= len(data["X"]):
+        raise UsageError(
+            f"validation_split {fraction:g} of {len(data['X'])} training images leaves "
+            f"{n_val} for validation: use a larger --n-train"
+        )
+    cut = len(data["X"]) - n_val
+    return {
+        "X": data["X"][:cut],
+        "y": data["y"][:cut],
+        "Xv": data["X"][cut:],
+        "yv": data["y"][cut:],
+    }
 
 
 def fresh_model(example: Example, args: argparse.Namespace) -> fran.Model:
@@ -213,7 +261,7 @@ def start(example: Example, args: argparse.Namespace, say) -> tuple[fran.Model, 
 # --------------------------------------------------------------------------- training
 
 
-def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace) -> tuple:
+def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace, example=None) -> tuple:
     """One epoch with a progress bar; returns (model, mean batch loss, seconds)."""
     n_batches = -(-len(data["X"]) // args.batch_size)
     losses: list[float] = []
@@ -231,13 +279,15 @@ def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace) -> tupl
         bar.set_postfix_str(f"loss {np.mean(losses[-50:]):.4f}", refresh=False)
         bar.update(1)
 
+    make = None if example is None else example.optimizer
+    optimizer = fran.adam(args.lr) if make is None else make(args, n_batches)
     t0 = time.perf_counter()
     try:
         model = fran.train_nn(
             model,
             data["X"],
             data["y"],
-            optimizer=fran.adam(args.lr),
+            optimizer=optimizer,
             batch_size=args.batch_size,
             on_batch=on_batch,
         )
@@ -256,6 +306,16 @@ def score(model: fran.Model, data: dict) -> dict:
     return result | {"eval_seconds": time.perf_counter() - t0}
 
 
+def score_validation(model: fran.Model, data: dict) -> dict:
+    """Loss and accuracy on the held-out validation images (none: {})."""
+    if "Xv" not in data:
+        return {}
+    result = fran.evaluate_nn(model, data["Xv"], data["yv"])
+    return {"val_loss": float(result["loss"])} | (
+        {"val_accuracy": float(result["accuracy"])} if "accuracy" in result else {}
+    )
+
+
 def epoch_line(entry: dict, epochs: int) -> str:
     width = len(str(epochs))
     parts = [
@@ -265,6 +325,10 @@ def epoch_line(entry: dict, epochs: int) -> str:
     ]
     if "test_accuracy" in entry:
         parts.append(f"test acc {100 * entry['test_accuracy']:6.2f}%")
+    if "val_loss" in entry:
+        parts.append(f"val loss {entry['val_loss']:.4f}")
+    if "val_accuracy" in entry:
+        parts.append(f"val acc {100 * entry['val_accuracy']:6.2f}%")
     parts.append(f"{entry['train_seconds']:5.1f} s (+{entry['eval_seconds']:.1f} s test)")
     return "  ".join(parts)
 
@@ -286,8 +350,9 @@ def run(example: Example, argv: list[str] | None = None) -> dict:
         say(fran.summary(model))
     try:
         while model.epoch < args.epochs:
-            model, train_loss, seconds = train_epoch(model, data, args)
+            model, train_loss, seconds = train_epoch(model, data, args, example)
             entry = {"epoch": model.epoch, "train_loss": train_loss} | score(model, data)
+            entry |= score_validation(model, data)
             entry["train_seconds"] = seconds
             history.append(entry)
             say(epoch_line(entry, args.epochs))
@@ -324,21 +389,27 @@ def report(example: Example, model, data: dict, args, history: list[dict], say) 
         plot_reconstructions(example, model, data, final["test_loss"], out / "reconstructions.png")
         pictures, extra = ["reconstructions.png"], {}
     train_s = [h["train_seconds"] for h in history]
-    metrics = {
-        "example": example.name,
-        "title": example.title,
-        "final": final,
-        "history": history,
-        "seconds": {
-            "train": float(sum(train_s)),
-            "eval": float(sum(h["eval_seconds"] for h in history)),
-            "mean_train_epoch": float(np.mean(train_s)) if train_s else None,
-        },
-        "args": args_record(args),
-        "n_train": len(data["X"]),
-        "n_test": len(data["Xt"]),
-        "n_params": int(sum(a.size for p in model.params for a in p.values())),
-    } | extra
+    metrics = (
+        {
+            "example": example.name,
+            "title": example.title,
+            "final": final,
+            "history": history,
+            "seconds": {
+                "train": float(sum(train_s)),
+                "eval": float(sum(h["eval_seconds"] for h in history)),
+                "mean_train_epoch": float(np.mean(train_s)) if train_s else None,
+            },
+            "args": args_record(args),
+            "n_train": len(data["X"]),
+            "n_test": len(data["Xt"]),
+        }
+        | ({"n_val": len(data["Xv"])} if "Xv" in data else {})
+        | {
+            "n_params": int(sum(a.size for a in fran.tree.tree_leaves(model.params))),
+        }
+        | extra
+    )
     fran.io.write_json(out / "metrics.json", metrics)
     fran.save(out / "model.npz", model, metadata=metadata_for(example, args, history))
     files = ["learning_curve.png", *pictures, "metrics.json", "model.npz", "checkpoint.npz"]
@@ -374,11 +445,12 @@ def confusion(true: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(true * k + pred, minlength=k * k).reshape(k, k)
 
 
-def _subtitle(args) -> str:
+def _subtitle(args, example: Example | None = None) -> str:
     init = "" if args.init == "default" else f", init {args.init}"
+    label = "Adam" if example is None else example.optimizer_label
     return (
         f"seed {args.seed}, first {args.n_train:,} training images, batch {args.batch_size}, "
-        f"Adam lr {args.lr:g}{init}"
+        f"{label} lr {args.lr:g}{init}"
     )
 
 
@@ -401,6 +473,8 @@ def plot_learning_curve(example: Example, history: list[dict], args, path: Path)
     test_label = f"test (final {final['test_loss']:.4g})" if final else "test"
     ax.plot(epochs, [h["train_loss"] for h in history], "o-", label="train (mean over batches)")
     ax.plot(epochs, [h["test_loss"] for h in history], "s-", label=test_label)
+    if history and "val_loss" in final:
+        ax.plot(epochs, [h["val_loss"] for h in history], "^--", label="validation")
     ax.set(xlabel="epoch", ylabel=f"{loss_name} loss", title="Loss")
     if not example.is_classifier:
         ax.set(yscale="log", title="Loss (log scale)")
@@ -409,6 +483,9 @@ def plot_learning_curve(example: Example, history: list[dict], args, path: Path)
     if example.is_classifier:
         ax = axes[0, 1]
         ax.plot(epochs, [100 * h["test_accuracy"] for h in history], "o-", color="tab:green")
+        if history and "val_accuracy" in final:
+            ax.plot(epochs, [100 * h["val_accuracy"] for h in history], "^--", label="validation")
+            ax.legend(["test", "validation"])
         title = f"Test accuracy (final {100 * final['test_accuracy']:.2f}%)" if final else ""
         ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title)
     for a in axes.flat:
@@ -416,7 +493,7 @@ def plot_learning_curve(example: Example, history: list[dict], args, path: Path)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
         if epochs:
             a.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
-    fig.suptitle(f"{example.title}: learning curve\n{_subtitle(args)}", fontsize=11)
+    fig.suptitle(f"{example.title}: learning curve\n{_subtitle(args, example)}", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

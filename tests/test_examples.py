@@ -181,3 +181,78 @@ def test_missing_data_is_one_clean_line(examples, tmp_path, monkeypatch):
             lambda argv: examples["cnn_fmnist"].main([*TINY, "--out", str(tmp_path)])
         )
     assert str(exit_info.value.code).startswith("error: fashion-mnist file x not found")
+
+
+# --------------------------------------------------------------------------- the peer models
+
+PEERS = ["pytorch_mnist", "keras_mnist", "resnet_fmnist"]
+PEER_TINY = ["--n-train", "80", "--n-test", "40", "--batch-size", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def peers():
+    """name -> the peer example's module, on the same synthetic data as `examples`."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fran.data, "load_mnist", fake_loader)
+        mp.setattr(fran.data, "load_fashion_mnist", fake_loader)
+        mp.syspath_prepend(str(EXAMPLES))
+        modules = {}
+        for name in PEERS:
+            spec = importlib.util.spec_from_file_location(f"peer_{name}", EXAMPLES / f"{name}.py")
+            modules[name] = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(modules[name])
+        yield modules
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_peer_example_trains_reports_and_resumes_bitwise(name, peers, tmp_path, monkeypatch):
+    """A 2-epoch run interrupted after epoch 1 and resumed ends bitwise as one run straight."""
+    main = peers[name].main
+    straight = main([*PEER_TINY, "--epochs", "2", "--out", str(tmp_path / "straight")])
+    for file in [*CLASSIFIER_FILES, "metrics.json", "model.npz", "checkpoint.npz"]:
+        assert (tmp_path / "straight" / file).stat().st_size > 0, file
+    assert [h["epoch"] for h in straight["history"]] == [1, 2]
+    assert straight["example"] == name and straight["n_test"] == 40
+
+    out = str(tmp_path / "resumed")
+    save = fran.io.save_checkpoint
+
+    def save_then_interrupt(*a, **k):  # Ctrl-C right after the first epoch's checkpoint
+        save(*a, **k)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(fran.io, "save_checkpoint", save_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            main([*PEER_TINY, "--epochs", "2", "--out", out])
+    assert fran.io.load_checkpoint(out)[0].epoch == 1
+    resumed = main([*PEER_TINY, "--epochs", "2", "--out", out, "--resume"])
+    assert resumed["history"][1]["test_loss"] == straight["history"][1]["test_loss"]
+    a, b = (
+        fran.load(tmp_path / "straight" / "model.npz"),
+        fran.load(tmp_path / "resumed" / "model.npz"),
+    )
+    if name != "keras_mnist":
+        assert a.step == b.step == 2 * 80 // 16
+    assert a == b  # parameters, running statistics and optimizer state, bitwise
+    if name == "keras_mnist":  # validation_split=0.1: the last 8 of 80 are held out
+        assert straight["n_train"] == 72 and straight["n_val"] == 8
+        assert a.step == 2 * -(-72 // 16)
+        assert 0.0 <= straight["final"]["val_accuracy"] <= 1.0
+    else:
+        assert "val_loss" not in straight["final"]
+
+
+def test_peer_defaults_follow_their_originals(peers):
+    """Each example's command-line defaults are its original's settings."""
+    args = {n: peers[n]._common.parse_args(peers[n].EXAMPLE, []) for n in PEERS}
+    assert (args["pytorch_mnist"].batch_size, args["pytorch_mnist"].lr) == (64, 1.0)
+    assert (args["keras_mnist"].batch_size, args["keras_mnist"].lr) == (128, 1e-3)
+    assert peers["keras_mnist"].EXAMPLE.validation_split == 0.1
+    opt = peers["pytorch_mnist"].optimizer(args["pytorch_mnist"], 10)
+    assert (
+        opt.name == "adadelta(lr=step_decay(lr=1.0, step_size=10, gamma=0.7), rho=0.9, eps=1e-06)"
+    )
+    schedule = peers["resnet_fmnist"].schedule(0.1, epochs=2, steps_per_epoch=10)
+    rates = [schedule(t) for t in range(20)]
+    assert rates[0] < rates[5] == pytest.approx(0.1) and rates[-1] < 0.01

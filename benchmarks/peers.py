@@ -1,0 +1,264 @@
+"""The three peer-model examples trained by fran and by PyTorch, side by side, several seeds.
+
+    python benchmarks/peers.py [--seeds 3] [--epochs 2] [--n-train 10000] [--threads 2]
+                               [--only pytorch_mnist,keras_mnist,resnet_fmnist] [--out FILE.json]
+
+For each network of examples/pytorch_mnist.py, keras_mnist.py and resnet_fmnist.py, trains fran
+(the example's own build(), optimizer and data loader) and its PyTorch twin below (same layers,
+same optimizer and hyper-parameters, same batch size, same images, the same schedule evaluated at
+the same step) for --epochs epochs from seeds 0 .. seeds-1, alternating the frameworks run by run
+(fran seed 0, torch seed 0, fran seed 1, ...). Both start from PyTorch's default initialisation
+(fran: init_weights(..., scheme="torch")). Each run is scored once, after its last epoch, on all
+10,000 test images; the printed table gives test accuracy mean ± std (sample std over seeds) and
+seconds per training epoch (mean over all epochs of all seeds, test scoring excluded) for both.
+Each framework shuffles with its own generator, so the runs match in distribution, not bitwise.
+Both get --threads threads: torch.set_num_threads and FRAN_NUM_THREADS (OpenBLAS left alone).
+"""
+
+# ruff: noqa: E402  (FRAN_NUM_THREADS must be set before fran is imported)
+
+import os
+import sys
+
+
+def _early_threads(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.partition("=")[2]
+    return "2"
+
+
+if __name__ == "__main__":
+    os.environ["FRAN_NUM_THREADS"] = _early_threads(sys.argv[1:])
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import fran
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+import keras_mnist  # noqa: I001  (the examples folder is on the path only now)
+import pytorch_mnist
+import resnet_fmnist
+
+NETWORKS = ("pytorch_mnist", "keras_mnist", "resnet_fmnist")
+MODULES = {
+    "pytorch_mnist": pytorch_mnist,
+    "keras_mnist": keras_mnist,
+    "resnet_fmnist": resnet_fmnist,
+}
+
+
+# ---------------------------------------------------------------- the PyTorch twins
+
+
+def torch_pytorch_mnist() -> nn.Module:
+    """PyTorch's examples/mnist Net as nn.Sequential (logits; their log_softmax+nll = CE)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+        nn.Linear(9216, 128), nn.ReLU(), nn.Dropout(0.5),
+        nn.Linear(128, 10),
+    )  # fmt: skip
+
+
+def torch_keras_mnist() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.5), nn.Linear(1600, 10),
+    )  # fmt: skip
+
+
+class Residual(nn.Module):
+    """y = f(x) + g(x) (g the identity when None), as fran's residual(layers, shortcut)."""
+
+    def __init__(self, f: nn.Module, g: nn.Module | None = None):
+        super().__init__()
+        self.f, self.g = f, g
+
+    def forward(self, x):
+        return self.f(x) + (x if self.g is None else self.g(x))
+
+
+def torch_block(c_in: int, channels: int, stride: int = 1, shortcut: bool = False) -> list:
+    f = nn.Sequential(
+        nn.Conv2d(c_in, channels, 3, stride=stride, padding=1), nn.BatchNorm2d(channels),
+        nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels),
+    )  # fmt: skip
+    g = (
+        nn.Sequential(nn.Conv2d(c_in, channels, 1, stride=stride), nn.BatchNorm2d(channels))
+        if shortcut
+        else None
+    )
+    return [Residual(f, g), nn.ReLU()]
+
+
+def torch_resnet_fmnist() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        *torch_block(16, 16),
+        *torch_block(16, 32, stride=2, shortcut=True),
+        nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 7 * 7, 10),
+    )  # fmt: skip
+
+
+TORCH_NETS = {
+    "pytorch_mnist": torch_pytorch_mnist,
+    "keras_mnist": torch_keras_mnist,
+    "resnet_fmnist": torch_resnet_fmnist,
+}
+
+
+def torch_optimizer(name: str, params, steps_per_epoch: int, epochs: int):
+    """(optimizer, lr(step) or None, clip norm or None): the fran example's settings in torch."""
+    ex = MODULES[name]
+    if name == "pytorch_mnist":
+        lr = fran.schedules.step_decay(1.0, step_size=steps_per_epoch, gamma=0.7)
+        return torch.optim.Adadelta(params, lr=1.0), lr, None  # = StepLR(1, 0.7) per epoch
+    if name == "keras_mnist":
+        return torch.optim.Adam(params, lr=1e-3), None, None
+    lr = ex.schedule(ex.EXAMPLE.lr, epochs, steps_per_epoch)
+    opt = torch.optim.SGD(
+        params, lr=lr(0), momentum=ex.MOMENTUM, nesterov=True, weight_decay=ex.WEIGHT_DECAY
+    )
+    return opt, lr, ex.CLIP
+
+
+# ---------------------------------------------------------------- data and runs
+
+
+def load_data(name: str, n_train: int) -> dict:
+    ex = MODULES[name].EXAMPLE
+    X, y = ex.load("train", n_train)
+    Xt, yt = ex.load("test", None)
+    if ex.validation_split:  # Keras' validation_split: the last 10% are not trained on
+        cut = len(X) - int(len(X) * ex.validation_split)
+        X, y = X[:cut], y[:cut]
+    return {"X": X, "y": y, "Xt": Xt, "yt": yt, "batch": ex.batch_size}
+
+
+def fran_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, list[float]]:
+    ex = MODULES[name].EXAMPLE
+    model = fran.init_weights(ex.build(), 28, 28, scheme="torch", seed=seed)
+    steps = -(-len(data["X"]) // data["batch"])
+    args = argparse.Namespace(lr=ex.lr, epochs=epochs)
+    optimizer = ex.optimizer(args, steps)
+    seconds = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model = fran.train_nn(
+            model, data["X"], data["y"], optimizer=optimizer, batch_size=data["batch"]
+        )
+        seconds.append(time.perf_counter() - t0)
+    return float(fran.evaluate_nn(model, data["Xt"], data["yt"])["accuracy"]), seconds
+
+
+def torch_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, list[float]]:
+    torch.manual_seed(seed)
+    net = TORCH_NETS[name]()
+    X, y = torch.from_numpy(data["X"]), torch.from_numpy(data["y"]).long()
+    steps = -(-len(X) // data["batch"])
+    opt, lr, clip = torch_optimizer(name, net.parameters(), steps, epochs)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    step, seconds = 0, []
+    for _ in range(epochs):
+        net.train()
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(X), generator=gen)
+        for i in range(0, len(X), data["batch"]):
+            idx = perm[i : i + data["batch"]]
+            if lr is not None:
+                for group in opt.param_groups:
+                    group["lr"] = lr(step)
+            opt.zero_grad()
+            loss = loss_fn(net(X[idx]), y[idx])
+            loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(net.parameters(), clip)
+            opt.step()
+            step += 1
+        seconds.append(time.perf_counter() - t0)
+    net.eval()
+    with torch.no_grad():
+        Xt = torch.from_numpy(data["Xt"])
+        pred = torch.cat([net(Xt[i : i + 500]).argmax(1) for i in range(0, len(Xt), 500)])
+    return float((pred.numpy() == data["yt"]).mean()), seconds
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--n-train", type=int, default=10000)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", default=",".join(NETWORKS))
+    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = p.parse_args(argv)
+    os.environ["FRAN_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
+    names = [n for n in args.only.split(",") if n]
+    started = datetime.datetime.now(datetime.UTC)
+    results = {}
+    for name in names:
+        data = load_data(name, args.n_train)
+        runs = {"fran": [], "torch": []}
+        for seed in range(args.seeds):
+            for framework, fn in (("fran", fran_run), ("torch", torch_run)):
+                acc, secs = fn(name, data, seed, args.epochs)
+                runs[framework].append({"seed": seed, "test_accuracy": acc, "epoch_seconds": secs})
+                print(
+                    f"{name:14s} {framework:5s} seed {seed}: test acc {100 * acc:.2f}%  "
+                    f"{statistics.fmean(secs):.1f} s/epoch  (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
+        results[name] = runs
+    lines = [
+        f"{args.epochs} epochs, {args.seeds} seeds, first {args.n_train} training images, "
+        f"all 10,000 test images, {args.threads} threads; {started:%Y-%m-%d %H:%M} UTC, "
+        f"{platform.processor() or platform.machine()}, load average at the end "
+        + " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        "",
+        "| network | fran test acc | PyTorch test acc | fran s/epoch | PyTorch s/epoch "
+        "| fran ≥ torch − 1 std |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        fa, fs = mean_std([r["test_accuracy"] for r in runs["fran"]])
+        ta, ts = mean_std([r["test_accuracy"] for r in runs["torch"]])
+        fsec = statistics.fmean(s for r in runs["fran"] for s in r["epoch_seconds"])
+        tsec = statistics.fmean(s for r in runs["torch"] for s in r["epoch_seconds"])
+        ok = "yes" if fa >= ta - ts else "**no**"
+        lines.append(
+            f"| `{name}` | {100 * fa:.2f}% ± {100 * fs:.2f} | {100 * ta:.2f}% ± {100 * ts:.2f} "
+            f"| {fsec:.1f} | {tsec:.1f} | {ok} |"
+        )
+    print("\n".join(lines))
+    record = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}
+    record["table"] = lines
+    record["torch"] = torch.__version__
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=1))
+    return record
+
+
+if __name__ == "__main__":
+    main()
