@@ -18,10 +18,7 @@ from fran.tree import tree_items, tree_leaves, tree_size
 
 
 def _fresh_state(model) -> tuple:
-    leaves = tree_leaves(model.params)
-    return engine.init_state(
-        model.spec, model.input_shape, leaves[0].dtype if leaves else model._dtype
-    )
+    return engine.init_state(model.spec, model.input_shape, model.dtype)
 
 
 @attrs.frozen(repr=False, eq=False)
@@ -83,11 +80,6 @@ class Model:
             f"<fran Model: {len(self.spec.layers)} layers, input {self.input_shape}, "
             f"{n:,} params, epoch {self.epoch}, step {self.step}>"
         )
-
-
-def _params_dtype(params) -> np.dtype:
-    leaves = tree_leaves(params)
-    return leaves[0].dtype if leaves else np.dtype(np.float32)
 
 
 def _tree_equal(a, b) -> bool:

@@ -194,9 +194,8 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
     key = training_key(model)
 
     def loss_and_grads(x, target):
-        y, pullback, new_state = engine.vjp_with_state(
-            body, params, x, state=state, key=key, training=True
-        )
+        # the layer-level call: _check_step has checked the batch, so no second check per piece
+        y, pullback, new_state = engine.layer_vjp(body, params, x, state, engine.as_rng(key), True)
         value, dy = loss.fn(y, target)
         grads, _ = pullback(dy, input_grad=False)
         return value, grads, new_state
@@ -310,7 +309,7 @@ def train_nn(
 
 def _infer(spec, params, state):
     """x -> the outputs in inference mode (running statistics, no dropout)."""
-    return lambda x: engine.apply(spec, params, x, state=state, training=False)
+    return lambda x: engine.layer_apply(spec, params, x, state, None, False)[0]  # x checked
 
 
 def predict(model: Model, X, *, batch_size: int = 500) -> np.ndarray:
