@@ -211,15 +211,21 @@ def sublayers(spec) -> tuple:
     return tuple(found)
 
 
+def declares(spec, capability: str) -> bool:
+    """Whether spec, or for a layer built of layers any layer inside it, declared a capability
+    ("has_modes", "needs_rng", "init_state" or "batchwise") at registration."""
+    inner = sublayers(spec)
+    if inner:
+        return any(declares(s, capability) for s in inner)
+    value = getattr(registry.rules_for(spec), capability)
+    return value is not None if capability == "init_state" else bool(value)
+
+
 @functools.lru_cache(maxsize=256)
 def whole_batch(spec) -> bool:
     """Whether training must see the batch whole: some layer inside is random, stateful or
     batchwise (cutting the batch would change its numbers with the thread count)."""
-    inner = sublayers(spec)
-    if inner:
-        return any(whole_batch(s) for s in inner)
-    rules = registry.rules_for(spec)
-    return rules.needs_rng or rules.batchwise or rules.init_state is not None
+    return any(declares(spec, c) for c in ("needs_rng", "batchwise", "init_state"))
 
 
 def _check_layers(instance, attribute, layers) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fran import engine, registry
+from fran import engine
 from fran.tree import freeze, tree_items, tree_map, tree_vdot
 
 
@@ -47,15 +47,6 @@ def _call(what: str, spec, fn, *args):
 
 def _structure(tree) -> list[tuple[str, tuple]]:
     return [(path, np.shape(leaf)) for path, leaf in tree_items(tree)]
-
-
-def _has(spec, flag: str) -> bool:
-    """Whether spec or any layer inside it declared a capability (fran.registry)."""
-    rules = registry.rules_for(spec)
-    inner = engine.sublayers(spec)
-    if inner:
-        return any(_has(s, flag) for s in inner)
-    return bool(rules.init_state is not None if flag == "state" else getattr(rules, flag))
 
 
 def check_layer(
@@ -88,10 +79,14 @@ def check_layer(
     rng = engine.as_generator(rng)
     if state is None:
         state = engine.init_state(spec, np.shape(x)[1:], np.float64)
-    modes = (False, True) if _has(spec, "has_modes") or _has(spec, "needs_rng") else (False,)
+    modes = (
+        (False, True)
+        if engine.declares(spec, "has_modes") or engine.declares(spec, "needs_rng")
+        else (False,)
+    )
     for training in modes:
         _check_mode(spec, params, x, state, rng, training, eps, rtol, atol)
-    if _has(spec, "needs_rng"):
+    if engine.declares(spec, "needs_rng"):
         _check_randomness(spec, params, x, state, rng)
 
 
