@@ -228,6 +228,12 @@ def whole_batch(spec) -> bool:
     return any(declares(spec, c) for c in ("needs_rng", "batchwise", "init_state"))
 
 
+@functools.lru_cache(maxsize=256)
+def random(spec) -> bool:
+    """Whether some layer inside spec draws random numbers in training (needs a key)."""
+    return declares(spec, "needs_rng")
+
+
 def _check_layers(instance, attribute, layers) -> None:
     if not layers:
         raise ValueError("network: layers must be a non-empty sequence of layer specs")

@@ -22,6 +22,7 @@ depend on the thread count only in the last bits (the order of the sums).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
@@ -38,6 +39,7 @@ ENV = "FRAN_NUM_THREADS"
 MIN_PIECE = 16  # samples: a training batch is split only into pieces at least this big
 
 _pool: ThreadPoolExecutor | None = None
+_region = threading.local()  # .whole: this thread computes a batch whole (batch_mean(split=False))
 _blas = None  # threadpoolctl.ThreadpoolController, made on first use
 _lock = threading.Lock()
 
@@ -114,10 +116,11 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool =
     took up to 7x longer than on one thread (benchmarks/README.md)."""
     n = len(x)
     if not split:
-        if num_threads() == 1:
-            return fn(x, target)
-        with _one_blas_thread():
-            return fn(x, target)
+        with whole_batch_region():
+            if num_threads() == 1:
+                return fn(x, target)
+            with _one_blas_thread():
+                return fn(x, target)
     parts = max(1, min(num_threads(), n // MIN_PIECE))
     if parts == 1:
         return fn(x, target)
@@ -135,6 +138,32 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool =
     return value, tree_map(weighted, *[r[1] for r in results]), results[0][2]
 
 
+@contextlib.contextmanager
+def whole_batch_region():
+    """While inside, kernels may cut their large products into pieces for fran's threads
+    (for_pieces); the pieces depend on shapes only, so results do not depend on the threads."""
+    before = getattr(_region, "whole", False)
+    _region.whole = True
+    try:
+        yield
+    finally:
+        _region.whole = before
+
+
+def in_whole_batch_region() -> bool:
+    return getattr(_region, "whole", False)
+
+
+def for_pieces(fn: Callable, starts) -> list:
+    """[fn(s) for s in starts], on fran's threads inside a whole-batch region (the calling
+    thread waits), else one after the other on this thread."""
+    starts = list(starts)
+    threads = num_threads()
+    if threads == 1 or len(starts) < 2 or not in_whole_batch_region():
+        return [fn(s) for s in starts]
+    return list(_executor(threads).map(fn, starts))
+
+
 def map_batches(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int):
     """np.concatenate of fn over the batches of X, each batch's pieces on parallel threads.
 
@@ -150,4 +179,4 @@ def map_batches(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_siz
         return np.concatenate(list(outputs))
 
 
-__all__ = ["batch_mean", "map_batches", "num_threads"]
+__all__ = ["batch_mean", "for_pieces", "map_batches", "num_threads", "whole_batch_region"]

@@ -191,7 +191,7 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
     x, target = _check_step("train_step", optimizer, loss, model, batch)
     body, cut = loss_head(model.spec, loss)
     params, state = _head(model.params, cut), _head(model.state, cut)
-    key = training_key(model)
+    key = training_key(model) if engine.random(body) else None  # no Generators to spawn if unused
 
     def loss_and_grads(x, target):
         # the layer-level call: _check_step has checked the batch, so no second check per piece

@@ -15,7 +15,7 @@ import pytest
 import fran
 from fran import registry
 from fran.layers import activation, batchnorm, dropout, residual
-from fran.tree import tree_items
+from fran.tree import tree_items, tree_leaves
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -105,6 +105,36 @@ def test_batch_statistics_do_not_depend_on_the_thread_count(monkeypatch, threads
     monkeypatch.setenv("FRAN_NUM_THREADS", threads)
     many = fran.train_nn(model, X, y, batch_size=64)
     assert one == many  # bitwise: a network with batch norm or dropout trains on whole batches
+
+
+@pytest.mark.parametrize("threads", ["2", "3"])
+def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads):
+    """In a whole batch every product big enough is cut into pieces for fran's threads; the
+    pieces depend on shapes only, so the result is bitwise the one-thread result, and close to
+    the uncut products'. PIECE_MACS = 1 cuts every product here, even this small network's."""
+    import importlib
+    import threading
+
+    gemm = importlib.import_module("fran.layers._gemm")
+    X, y = _data(64)
+    model = fran.init_weights(_mixed(), 12, 12)
+    monkeypatch.setenv("FRAN_NUM_THREADS", "1")
+    uncut = fran.train_nn(model, X, y, batch_size=64)
+    monkeypatch.setattr(gemm, "PIECE_MACS", 1)
+    one = fran.train_nn(model, X, y, batch_size=64)
+    monkeypatch.setenv("FRAN_NUM_THREADS", threads)
+    workers = set()
+    real = fran.parallel.for_pieces
+
+    def spy(fn, starts):
+        return real(lambda s: (workers.add(threading.current_thread().name), fn(s))[1], starts)
+
+    monkeypatch.setattr(fran.parallel, "for_pieces", spy)
+    many = fran.train_nn(model, X, y, batch_size=64)
+    assert len({w for w in workers if w.startswith("fran")}) >= 2  # really on several threads
+    assert one == many
+    for a, b in zip(tree_leaves(uncut.params), tree_leaves(one.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_whole_batch_is_decided_by_the_layers_inside():

@@ -366,8 +366,8 @@ def _set(tree, path, value):
     node = tree
     for key in head:
         node = node[key]
-    if isinstance(node, dict) and isinstance(last, str) and value is _DELETE:
-        del node[last]
+    if value is _DELETE:
+        del node[last]  # a key of a dict or an item of a list
     else:
         node[last] = value
     return tree

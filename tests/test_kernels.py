@@ -5,7 +5,7 @@ matmul_wide / matmul_wide_t cut a wide product into column blocks (LeNet-5's fir
 block size is shrunk (the module's _block_columns monkeypatched) so that 1 to 7 blocks, the last
 one ragged or not, are checked in float32 and float64, alone and inside each conv path.
 
-The kernels are imported through KERNELS only, so a renamed module changes one line.
+The kernels are imported through KERNELS and GEMM only, so a renamed module changes one line.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 import fran
 
 KERNELS = importlib.import_module("fran.layers._conv")
+GEMM = importlib.import_module("fran.layers._gemm")
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-5, np.float64: 1e-12}
@@ -28,7 +29,7 @@ TOL = {np.float32: 2e-5, np.float64: 1e-12}
 @contextmanager
 def blocks_of(columns: int):
     """Every wide product in blocks of `columns` columns, whatever its size and dtype."""
-    with mock.patch.object(KERNELS, "_block_columns", lambda m, k, itemsize: columns):
+    with mock.patch.object(GEMM, "_block_columns", lambda m, k, itemsize: columns):
         yield
 
 
@@ -60,7 +61,7 @@ def test_matmul_wide_is_the_plain_product(block, n, dtype):
     a = rng.standard_normal((5, 7)).astype(dtype)
     b = rng.standard_normal((7, n)).astype(dtype)
     with blocks_of(block):
-        got = KERNELS.matmul_wide(a, b)
+        got = GEMM.matmul_wide(a, b)
     assert_near(got, plain(a, b), dtype, f"matmul_wide in blocks of {block}, {n} columns")
 
 
@@ -71,7 +72,7 @@ def test_matmul_wide_t_is_the_plain_product(block, n, dtype):
     a = rng.standard_normal((4, n)).astype(dtype)
     b = rng.standard_normal((6, n)).astype(dtype)
     with blocks_of(block):
-        got = KERNELS.matmul_wide_t(a, b)
+        got = GEMM.matmul_wide_t(a, b)
     assert_near(got, plain(a, b.T), dtype, f"matmul_wide_t in blocks of {block}, {n} columns")
 
 
@@ -81,12 +82,12 @@ def test_real_block_sizes_split_real_products(dtype):
     rng = np.random.default_rng(3)
     a = rng.standard_normal((6, 25)).astype(dtype)
     b = rng.standard_normal((25, 64 * 24 * 24)).astype(dtype)
-    block = KERNELS._block_columns(6, 25, b.itemsize)
+    block = GEMM._block_columns(6, 25, b.itemsize)
     assert block is not None and b.shape[1] // block >= 5
-    assert_near(KERNELS.matmul_wide(a, b), plain(a, b), dtype, "LeNet-5 conv1 forward")
+    assert_near(GEMM.matmul_wide(a, b), plain(a, b), dtype, "LeNet-5 conv1 forward")
     dz = rng.standard_normal((6, b.shape[1])).astype(dtype)
-    assert_near(KERNELS.matmul_wide_t(dz, b), plain(dz, b.T), dtype, "LeNet-5 conv1 dw")
-    assert KERNELS._block_columns(64, 288, 4) is None
+    assert_near(GEMM.matmul_wide_t(dz, b), plain(dz, b.T), dtype, "LeNet-5 conv1 dw")
+    assert GEMM._block_columns(64, 288, 4) is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -103,7 +104,7 @@ def test_conv_input_gradient_is_col2im_of_the_product(k, stride, block, dtype):
         if stride == 1:
             got = KERNELS.conv_input_grad_stride1(w2, dz, N, OH, OW, k)
         else:
-            got = KERNELS.col2im(KERNELS.matmul_wide(w2.T, dz), C, N, OH, OW, k, stride, H, W)
+            got = KERNELS.col2im(GEMM.matmul_wide(w2.T, dz), C, N, OH, OW, k, stride, H, W)
     assert_near(got, want, dtype, "conv input gradient")
 
 
@@ -164,7 +165,7 @@ def test_conv2d_in_small_blocks_equals_conv2d_whole(spec, shape, block, dtype):
         grads, dx = pullback(dy)
         return y, grads, dx
 
-    with mock.patch.object(KERNELS, "_block_columns", lambda m, k, itemsize: None):
+    with mock.patch.object(GEMM, "_block_columns", lambda m, k, itemsize: None):
         y0, g0, dx0 = run()
     with blocks_of(block):
         y1, g1, dx1 = run()

@@ -13,7 +13,7 @@ Two layouts of x. im2col turns every k x k window into one column, (C*k*k, N*OH*
 out as (O, N, OH, OW): the NCHW result is a free transposed view, which the next layer's im2col
 reads directly; col2im is its adjoint. For stride 1 with fewer outputs than inputs (O < C) the
 output side is cheaper: multiply first, then add k*k shifted slices (see padded_rows below).
-Products with these wide matrices run in column blocks (matmul_wide, matmul_wide_t).
+Products with these wide matrices run in column blocks (fran/layers/_gemm.py).
 plain=True keeps whole products and im2col/col2im only (conv2d_transpose's own path).
 Past timings of these choices: benchmarks/README.md, "Kernel notes".
 """
@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+
+from fran.layers._gemm import matmul_wide, matmul_wide_t
 
 
 def conv_out(size: int, k: int, stride: int, pad: int = 0) -> int:
@@ -110,7 +112,8 @@ def correlate_input_grad(dz, w, stride: int, padding: int, size: tuple, plain: b
     if stride == 1 and not plain:  # the same sums in long contiguous adds (faster)
         full = conv_input_grad_stride1(w2, dz2, N, OH, OW, k)
     else:
-        full = col2im(w2.T @ dz2, C, N, OH, OW, k, stride, H + 2 * p, W + 2 * p)
+        product = np.matmul if plain else matmul_wide
+        full = col2im(product(w2.T, dz2), C, N, OH, OW, k, stride, H + 2 * p, W + 2 * p)
     return full[:, :, p : p + H, p : p + W]
 
 
@@ -151,45 +154,6 @@ def col2im(
     for i in range(k):
         for j in range(k):
             out[:, :, i : i + stride * OH : stride, j : j + stride * OW : stride] += cols[:, i, j]
-    return out
-
-
-# Single-threaded OpenBLAS runs a short, very wide product faster in blocks of columns whose
-# operand columns fit in about 512 kB; only while the small matrix (M x K) is small.
-GEMM_BLOCK_BYTES = 1 << 19
-SMALL_MATRIX = 4096  # M * K at most this: compute in column blocks
-
-
-def _block_columns(m: int, k: int, itemsize: int) -> int | None:
-    """Columns per block for an (m, k) x (k, n) product, or None to do it whole: the power of two
-    (at least 256) whose m + k rows fit GEMM_BLOCK_BYTES, when m * k <= SMALL_MATRIX."""
-    if m * k > SMALL_MATRIX:
-        return None
-    fit = GEMM_BLOCK_BYTES // ((m + k) * itemsize)
-    return max(256, 1 << (fit.bit_length() - 1)) if fit else 256
-
-
-def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (M, K) @ b (K, N), a small a computed one block of columns of b at a time (see above)."""
-    m, n = a.shape[0], b.shape[1]
-    block = _block_columns(m, a.shape[1], b.itemsize)
-    if block is None or n <= block:
-        return a @ b
-    out = np.empty((m, n), dtype=np.result_type(a, b))
-    for i in range(0, n, block):
-        np.matmul(a, b[:, i : i + block], out=out[:, i : i + block])
-    return out
-
-
-def matmul_wide_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a (M, N) @ b.T for b (K, N): for a small result, the sum over blocks of a_blk @ b_blk.T."""
-    n = a.shape[1]
-    block = _block_columns(a.shape[0], b.shape[0], b.itemsize)
-    if block is None or n <= block:
-        return a @ b.T
-    out = a[:, :block] @ b[:, :block].T
-    for i in range(block, n, block):
-        out += a[:, i : i + block] @ b[:, i : i + block].T
     return out
 
 

@@ -1,0 +1,104 @@
+"""The matrix products behind conv2d, conv2d_transpose and dense.
+
+matmul_wide(a, b) = a @ b and matmul_wide_t(a, b) = a @ b.T for a wide b (K, n), cut into
+column blocks for two reasons:
+- cache: single-threaded OpenBLAS runs a short, very wide product faster in blocks of columns
+  whose operand columns fit in about 512 kB, while the small matrix (M x K) is small;
+- cores: while a batch is computed whole on the calling thread (networks with batch norm or
+  dropout: fran.parallel.whole_batch_region), a large product is cut into PIECES blocks that
+  fran's threads compute at once.
+The blocks depend on the shapes only, never on the thread count, and matmul_wide_t adds the
+blocks' products in block order, so results do not change with the number of threads.
+matmul_rows(a, b) = a @ b cut into blocks of a's rows (dense layers: rows are samples).
+Past timings of these choices: benchmarks/README.md, "Kernel notes".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fran import parallel
+
+GEMM_BLOCK_BYTES = 1 << 19
+SMALL_MATRIX = 4096  # M * K at most this: compute in column blocks
+PIECES = 4  # blocks of a large product in a whole-batch region (fixed: results keep their bits)
+PIECE_MACS = 1 << 22  # multiply-adds per block at least: smaller ones are not worth a hand-off
+
+
+def _block_columns(m: int, k: int, itemsize: int) -> int | None:
+    """Columns per block for an (m, k) x (k, n) product, or None to do it whole: the power of two
+    (at least 256) whose m + k rows fit GEMM_BLOCK_BYTES, when m * k <= SMALL_MATRIX."""
+    if m * k > SMALL_MATRIX:
+        return None
+    fit = GEMM_BLOCK_BYTES // ((m + k) * itemsize)
+    return max(256, 1 << (fit.bit_length() - 1)) if fit else 256
+
+
+def _piece(n: int, macs_per_column: int) -> int | None:
+    """Columns per block for threads in a whole-batch region, or None to keep the product whole."""
+    if not parallel.in_whole_batch_region():
+        return None
+    pieces = min(PIECES, n * macs_per_column // PIECE_MACS)
+    return -(-n // pieces) if pieces > 1 else None
+
+
+def _blocks(m: int, k: int, n: int, itemsize: int) -> int | None:
+    return _block_columns(m, k, itemsize) or _piece(n, m * k)
+
+
+def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (M, K) @ b (K, N), one block of columns of b at a time when it pays (see above)."""
+    m, n = a.shape[0], b.shape[1]
+    block = _blocks(m, a.shape[1], n, b.itemsize)
+    if block is None or n <= block:
+        return a @ b
+    out = np.empty((m, n), dtype=np.result_type(a, b))
+
+    def product(i):
+        np.matmul(a, b[:, i : i + block], out=out[:, i : i + block])
+
+    parallel.for_pieces(product, range(0, n, block))
+    return out
+
+
+def matmul_wide_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (M, N) @ b.T for b (K, N): for a small result, the sum over blocks of a_blk @ b_blk.T."""
+    n = a.shape[1]
+    block = _blocks(a.shape[0], b.shape[0], n, b.itemsize)
+    if block is None or n <= block:
+        return a @ b.T
+    parts = parallel.for_pieces(
+        lambda i: a[:, i : i + block] @ b[:, i : i + block].T, range(0, n, block)
+    )
+    out = parts[0]
+    for part in parts[1:]:  # in block order, whichever thread computed them
+        out += part
+    return out
+
+
+def matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a (N, K) @ b (K, M), blocks of a's rows on fran's threads in a whole-batch region."""
+    n = a.shape[0]
+    block = _piece(n, a.shape[1] * b.shape[1])
+    if block is None or n <= block:
+        return a @ b
+    out = np.empty((n, b.shape[1]), dtype=np.result_type(a, b))
+
+    def product(i):
+        np.matmul(a[i : i + block], b, out=out[i : i + block])
+
+    parallel.for_pieces(product, range(0, n, block))
+    return out
+
+
+def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a.T @ b for a (N, K), b (N, M): in a whole-batch region, the sum over blocks of rows."""
+    n = a.shape[0]
+    block = _piece(n, a.shape[1] * b.shape[1])
+    if block is None or n <= block:
+        return a.T @ b
+    parts = parallel.for_pieces(lambda i: a[i : i + block].T @ b[i : i + block], range(0, n, block))
+    out = parts[0]
+    for part in parts[1:]:
+        out += part
+    return out
