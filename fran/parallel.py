@@ -15,6 +15,11 @@ BLAS: Fashion-MNIST CNN 5.79 -> 4.09 s, autoencoder 5.68 -> 4.02 s, LeNet-5 infe
 calls each hand the GIL from one thread to the other. Pieces smaller than half a batch of 64
 measured no better for the Fashion-MNIST CNN and worse for LeNet-5.
 
+A network with random, stateful or batchwise layers trains each batch whole (batch_mean with
+split=False); inside that whole-batch region the kernels cut their large products into blocks
+that depend on the shapes only, and for_pieces computes the blocks on fran's threads
+(fran/layers/_gemm.py), so the results are the same for any thread count.
+
 The thread count is the number of CPUs this process may use, or FRAN_NUM_THREADS if set;
 FRAN_NUM_THREADS=1 computes everything on the calling thread and leaves BLAS alone. Results
 depend on the thread count only in the last bits (the order of the sums).
@@ -155,13 +160,15 @@ def in_whole_batch_region() -> bool:
 
 
 def for_pieces(fn: Callable, starts) -> list:
-    """[fn(s) for s in starts], on fran's threads inside a whole-batch region (the calling
-    thread waits), else one after the other on this thread."""
+    """[fn(s) for s in starts]: inside a whole-batch region on fran's threads, each taking a
+    contiguous run of starts (the calling thread waits), else one after the other here."""
     starts = list(starts)
-    threads = num_threads()
-    if threads == 1 or len(starts) < 2 or not in_whole_batch_region():
+    threads = min(num_threads(), len(starts))
+    if threads < 2 or not in_whole_batch_region():
         return [fn(s) for s in starts]
-    return list(_executor(threads).map(fn, starts))
+    runs = [starts[a:b] for a, b in _cuts(len(starts), threads)]
+    done = _executor(num_threads()).map(lambda run: [fn(s) for s in run], runs)
+    return [result for run in done for result in run]
 
 
 def map_batches(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int):
