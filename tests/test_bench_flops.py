@@ -119,9 +119,10 @@ def test_profile_classes_of_typical_functions():
         assert pk.classify(key) == expected, key
 
 
-def test_a_profiled_epoch_is_split_into_the_four_classes():
+def test_a_profiled_epoch_is_split_into_the_four_classes(monkeypatch):
     import profile_kinds as pk
 
+    monkeypatch.setenv("FRAN_NUM_THREADS", "1")  # cProfile sees the calling thread only
     from fran.layers.activations import ACTIVATIONS
 
     rng = np.random.default_rng(0)
