@@ -230,6 +230,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.n_train_peers = args.n_train_peers or (500 if args.quick else 5_000)
     args.n_large = args.n_large or (2_000 if args.quick else 60_000)
     args.peak_size = args.peak_size or (512 if args.quick else 2048)
+    resnet = args.profile in ("resnet_fmnist", "all") if args.profile else None
+    resnet = "resnet_fmnist_train" in args.only if resnet is None else resnet
+    if args.n_train_peers < 256 and resnet:
+        p.error(
+            "--n-train-peers must be >= 256: resnet_fmnist's warm-up + cosine schedule "
+            "needs 2 steps of 128 per epoch"
+        )
     return args
 
 
