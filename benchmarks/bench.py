@@ -1,15 +1,24 @@
 """fran versus PyTorch CPU, side by side, on the same work with the same thread count.
 
     python benchmarks/bench.py [--repeats N] [--threads N] [--out FILE.json] [--quick]
-    python benchmarks/bench.py --profile      # cProfile of one fran LeNet5 epoch, top 25 by tottime
+                               [--only ITEM,...] [--n-train N] [--n-train-peers N]
+    python benchmarks/bench.py --blas-settings both   # twice, in two children: the machine's
+                                   # OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE, then both unset
+    python benchmarks/bench.py --profile NAME|all     # where one fran epoch's time goes
 
-Items: LeNet5 training (one epoch) and inference, the Fashion-MNIST CNN and the conv autoencoder
-(one epoch each), `import` time and the peak resident memory of a LeNet5 epoch. Timed runs
+Items (ITEMS, in the order run): the seed's three networks trained one epoch (LeNet-5, the
+Fashion-MNIST CNN, the conv autoencoder), LeNet-5 inference, `import` time, the peak resident
+memory of a LeNet-5 epoch, LeNet-5 on 60,000 images in batches of 256, LeNet-5 and the
+Fashion-MNIST CNN while a child process keeps one core busy, and the three peer networks of
+examples/ (keras_mnist, pytorch_mnist, resnet_fmnist: dropout, batch norm, residual blocks), one
+epoch of --n-train-peers images each with the example's optimizer and batch size. Timed runs
 alternate (fran 1, torch 1, fran 2, ...), each epoch after one untimed warm-up batch; data is
-synthetic (uniform images in [0, 1], random labels, fixed seed), float32, batch 64, Adam(1e-3).
-Import time and peak memory are measured in fresh child processes; the fran child never imports
-torch. The ratio is fran / PyTorch (lower is better). Results go to a JSON file, written
-atomically after every item, and a Markdown table is printed at the end.
+synthetic (uniform images in [0, 1], random labels, fixed seed), float32. Import time and peak
+memory are measured in fresh child processes; the fran child never imports torch. The ratio is
+fran / PyTorch (lower is better). Each training item also gets its floating-point work
+(flops.py) and the GFLOP/s both frameworks reach, beside this machine's peak (peak.py: NumPy's
+float32 product on one thread and on all). Results go to a JSON file, written atomically after
+every item, and a Markdown table is printed at the end.
 """
 
 # ruff: noqa: E402  (the thread-count variables must be set before numpy or torch is imported)
@@ -43,19 +52,16 @@ if __name__ == "__main__":
 
 import argparse
 import contextlib
-import cProfile
-import ctypes
 import datetime
 import gc
 import importlib.util
 import json
-import platform
-import pstats
 import resource
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,23 +71,65 @@ REPO = BENCH_DIR.parent
 EXTRA_PATH = [] if importlib.util.find_spec("fran") else [str(REPO)]  # run from a checkout
 sys.path[:0] = EXTRA_PATH
 
+import flops
 import fran_models as fm
+import peak
+import profile_kinds
+from machine import (
+    BLAS_VARS,
+    blas_label,
+    blas_thread_limit,
+    cpu_model,
+    machine_info,
+    openblas_runtime,
+)
 
 import fran
 
-ITEMS = {
-    "lenet5_train": ("LeNet5 train, 1 epoch", 1.0),
-    "lenet5_infer": ("LeNet5 inference", 1.0),
-    "fmnist_train": ("FMNIST CNN train, 1 epoch", 1.0),
-    "autoencoder_train": ("Conv autoencoder train, 1 epoch", 1.0),
+ITEMS = {  # key: (label, target fran / PyTorch), in the order they run
+    "lenet5_train": ("LeNet-5 train, 1 epoch", 0.9),
+    "fmnist_train": ("Fashion-MNIST CNN train, 1 epoch", 0.9),
+    "autoencoder_train": ("Conv autoencoder train, 1 epoch", 0.9),
+    "lenet5_infer": ("LeNet-5 inference", 0.7),
     "import": ("import time", 0.1),
-    "peak_rss": ("Peak RSS, LeNet5 1-epoch run", 0.5),
+    "peak_rss": ("Peak RSS, LeNet-5 1-epoch run", 0.5),
+    "lenet5_60k_b256": ("LeNet-5 train, 1 epoch, batch 256", 0.9),
+    "lenet5_busy": ("LeNet-5 train, 1 epoch, one core busy", 0.5),
+    "fmnist_busy": ("Fashion-MNIST CNN train, 1 epoch, one core busy", 0.5),
+    "keras_mnist_train": ("keras_mnist train, 1 epoch", 1.0),
+    "pytorch_mnist_train": ("pytorch_mnist train, 1 epoch", 1.0),
+    "resnet_fmnist_train": ("resnet_fmnist train, 1 epoch", 1.0),
 }
+
+
+@dataclass(frozen=True)
+class TrainWork:
+    """A training item: which network, on how many images ("n_train", "n_train_peers" or
+    "n_large": the argument holding the count), in which batches (None: --batch-size for the
+    seed's networks, the example's own for a peer), with one core kept busy or not."""
+
+    network: str
+    images: str = "n_train"
+    batch: int | None = None
+    busy: bool = False
+
+    @property
+    def peer(self) -> bool:
+        return self.network in fm.PEERS
+
+
 TRAIN_ITEMS = {
-    "lenet5_train": "lenet5",
-    "fmnist_train": "fmnist_cnn",
-    "autoencoder_train": "autoencoder",
+    "lenet5_train": TrainWork("lenet5"),
+    "fmnist_train": TrainWork("fmnist_cnn"),
+    "autoencoder_train": TrainWork("autoencoder"),
+    "lenet5_60k_b256": TrainWork("lenet5", images="n_large", batch=256),
+    "lenet5_busy": TrainWork("lenet5", busy=True),
+    "fmnist_busy": TrainWork("fmnist_cnn", busy=True),
+    "keras_mnist_train": TrainWork("keras_mnist", images="n_train_peers"),
+    "pytorch_mnist_train": TrainWork("pytorch_mnist", images="n_train_peers"),
+    "resnet_fmnist_train": TrainWork("resnet_fmnist", images="n_train_peers"),
 }
+PROFILE_NETWORKS = (*fm.ARCHITECTURES, *fm.PEERS)
 
 
 # ---------------------------------------------------------------- command line
@@ -99,7 +147,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter, allow_abbrev=False
     )
     p.add_argument(
-        "--repeats", type=positive_int, help="timed runs per item (default 5; 1 with --quick)"
+        "--repeats", type=positive_int, help="timed runs per item (default 3; 1 with --quick)"
     )
     p.add_argument(
         "--threads",
@@ -108,11 +156,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="threads for torch, NumPy's BLAS and fran alike (default: os.cpu_count())",
     )
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json", help="JSON results file")
-    p.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, 1,000 images")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 1 repeat, 1,000 images (500 for the peers, 2,000 for the 60k item), "
+        "a 512 x 512 peak product",
+    )
     p.add_argument(
         "--profile",
-        action="store_true",
-        help="only profile one fran LeNet5 epoch with cProfile (top 25 by tottime)",
+        choices=(*PROFILE_NETWORKS, "all"),
+        help="only profile one fran epoch of this network (or all six, as Markdown) with "
+        "cProfile, its time in products, copies, element-wise passes and Python overhead",
+    )
+    p.add_argument(
+        "--profile-md", type=Path, help="with --profile: also write the Markdown to this file"
+    )
+    p.add_argument(
+        "--blas-settings",
+        choices=("as-is", "both"),
+        default="as-is",
+        help="as-is (default): this process's environment; both: run the whole bench twice in "
+        "child processes, with the environment as given and with OPENBLAS_CORETYPE and "
+        "OPENBLAS_L2_SIZE both unset (bench_both.py), and print a combined summary",
     )
     p.add_argument(
         "--only",
@@ -124,13 +189,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--n-train", type=positive_int, help="training images (default 10,000; 1,000 with --quick)"
     )
     p.add_argument(
+        "--n-train-peers",
+        type=positive_int,
+        help="training images of the three peer items (default 5,000; 500 with --quick)",
+    )
+    p.add_argument(
+        "--n-large",
+        type=positive_int,
+        help="images of lenet5_60k_b256 (default 60,000; 2,000 with --quick)",
+    )
+    p.add_argument(
         "--n-test", type=positive_int, help="inference images (default 10,000; 1,000 with --quick)"
     )
     p.add_argument(
-        "--batch-size", type=positive_int, default=64, help="training batch (default 64)"
+        "--batch-size",
+        type=positive_int,
+        default=64,
+        help="training batch of the seed's networks (default 64; the peers use their examples')",
     )
     p.add_argument(
         "--infer-batch", type=positive_int, default=500, help="inference batch (default 500)"
+    )
+    p.add_argument(
+        "--peak-size",
+        type=positive_int,
+        help="n of the n x n float32 peak product (default 2048; 512 with --quick)",
     )
     p.add_argument("--seed", type=int, default=0, help="data and init seed (default 0)")
     p.add_argument("--rss-child", choices=("fran", "torch"), help=argparse.SUPPRESS)
@@ -141,85 +224,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if __name__ == "__main__" and os.environ.get("OMP_NUM_THREADS") != str(args.threads):
         p.error(f"--threads {args.threads} disagrees with the early read of the command line")
     small = 1_000 if args.quick else 10_000
-    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     args.n_train = args.n_train or small
     args.n_test = args.n_test or small
+    args.n_train_peers = args.n_train_peers or (500 if args.quick else 5_000)
+    args.n_large = args.n_large or (2_000 if args.quick else 60_000)
+    args.peak_size = args.peak_size or (512 if args.quick else 2048)
+    resnet = args.profile in ("resnet_fmnist", "all") if args.profile else None
+    resnet = "resnet_fmnist_train" in args.only if resnet is None else resnet
+    if args.n_train_peers < 256 and resnet:
+        p.error(
+            "--n-train-peers must be >= 256: resnet_fmnist's warm-up + cosine schedule "
+            "needs 2 steps of 128 per epoch"
+        )
     return args
 
 
-# ---------------------------------------------------------------- threads and machine
-
-
-def blas_thread_limit(threads: int):
-    """threadpoolctl's limit on NumPy's BLAS if installed; else the env variables already do it."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads)
-
-
-def threadpool_info() -> list | None:
-    try:
-        from threadpoolctl import threadpool_info as info
-    except ImportError:
-        return None
-    return info()
-
-
-def openblas_runtime() -> dict | None:
-    """The thread count and core of the OpenBLAS NumPy loaded (Linux; needs no threadpoolctl)."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None
-    paths = sorted({line.split()[-1] for line in maps.splitlines() if "openblas" in line.lower()})
-    for path in paths:
-        lib = ctypes.CDLL(path)
-        for prefix in ("", "scipy_"):
-            for suffix in ("", "64_"):
-                threads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                core = getattr(lib, f"{prefix}openblas_get_corename{suffix}", None)
-                if threads is None or core is None:
-                    continue
-                core.restype = ctypes.c_char_p
-                return {"library": path, "num_threads": threads(), "corename": core().decode()}
-    return None
-
-
-def numpy_blas() -> dict:
-    """NumPy's BLAS as its build config names it."""
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    except (TypeError, KeyError):  # numpy < 1.25 has no mode="dicts"
-        return {"name": "unknown"}
-    return {k: blas.get(k) for k in ("name", "version", "openblas configuration")}
-
-
-def cpu_model() -> str:
-    """The CPU's model name and its vector extensions that matter for BLAS and oneDNN kernels."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or platform.machine()
-    info = dict(line.partition(":")[::2] for line in lines if ":" in line)
-    info = {k.strip(): v.strip() for k, v in info.items()}
-    flags = set(info.get("flags", "").split())
-    features = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
-    return f"{info.get('model name', platform.machine())} ({', '.join(features) or 'no AVX2'})"
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
+# ---------------------------------------------------------------- threads and torch
 
 
 def setup_torch(threads: int):
@@ -229,29 +250,6 @@ def setup_torch(threads: int):
 
     torch.set_num_threads(threads)
     return torch, torch_models
-
-
-def machine_info(threads: int, torch) -> dict:
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "fran": fran.__version__,
-        "fran_git": git_commit(),
-        "numpy": np.__version__,
-        "numpy_blas": numpy_blas(),
-        "openblas_runtime": openblas_runtime(),
-        "threadpoolctl": threadpool_info(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch_parallel_info": torch.__config__.parallel_info().splitlines(),
-        "threads": threads,
-        "thread_env": {var: os.environ.get(var) for var in THREAD_VARS},
-    }
 
 
 # ---------------------------------------------------------------- data and timing
@@ -280,12 +278,19 @@ def progress(run: int, repeats: int, fran_times: list[float], torch_times: list[
     )
 
 
-def check_param_counts(tm) -> dict[str, int]:
+def twins(name: str, tm):
+    """A fresh fran Model and its torch twin (a trainer holding `.model`), seed 0."""
+    if name in fm.PEERS:
+        return fm.make_peer_model(name), tm.make_peer_trainer(name, steps_per_epoch=10)
+    return fm.make_model(name), tm.make_trainer(name)
+
+
+def check_param_counts(tm, names=tuple(fm.ARCHITECTURES)) -> dict[str, int]:
     """Assert fran's and torch's networks have identical parameter counts; return them."""
     counts = {}
-    for name in fm.ARCHITECTURES:
-        n_fran = fm.n_params(fm.make_model(name))
-        n_torch = tm.n_params(tm.make_trainer(name))
+    for name in names:
+        model, trainer = twins(name, tm)
+        n_fran, n_torch = fm.n_params(model), tm.n_params(trainer)
         if n_fran != n_torch:
             raise AssertionError(f"{name}: fran has {n_fran} params, torch {n_torch}")
         counts[name] = n_fran
@@ -312,12 +317,13 @@ def fran_shapes(model) -> list[tuple]:
     return shapes
 
 
-def check_twin_shapes(tm, torch) -> dict[str, list[tuple]]:
-    """Assert each fran network and its torch twin produce the same shape after every layer,
-    and the same output shape on a real batch (forward passes of 2 images); return the shapes."""
+def check_twin_shapes(tm, torch, names=tuple(fm.ARCHITECTURES)) -> dict[str, list[tuple]]:
+    """Assert each fran network and its torch twin produce the same shape after every layer
+    (a residual block is one layer, as the twin's Residual module is one module), and the same
+    output shape on a real batch (forward passes of 2 images, eval mode); return the shapes."""
     out = {}
-    for name in fm.ARCHITECTURES:
-        model, trainer = fm.make_model(name), tm.make_trainer(name)
+    for name in names:
+        model, trainer = twins(name, tm)
         x = np.zeros((2, *model.input_shape), dtype=np.float32)
         with torch.no_grad():
             theirs = torch_shapes(trainer.model.eval(), torch.from_numpy(x))
@@ -358,15 +364,66 @@ def check_load(results: dict, when: str, own_threads: float) -> None:
         results.setdefault("warnings", []).append(message)
 
 
-def bench_train(arch: str, X, target, args, tm) -> tuple[list[float], list[float]]:
-    """One epoch per run for each framework, alternating, each after a warm-up batch."""
+def batch_of(work: TrainWork, args) -> int:
+    if work.batch is not None:
+        return work.batch
+    return fm.peer_batch_size(work.network) if work.peer else args.batch_size
+
+
+def fran_epoch(work: TrainWork, X, target, batch: int, seed: int) -> Callable[[], object]:
+    """A fresh fran model after its warm-up batch, as a call that trains it one epoch."""
+    if work.peer:
+        optimizer = fm.peer_optimizer(work.network, -(-len(X) // batch))
+        model = fm.warmup_peer(fm.make_peer_model(work.network, seed), X, target, optimizer, batch)
+        return lambda: fm.train_peer_epoch(model, X, target, optimizer, batch)
+    model = fm.warmup(fm.make_model(work.network, seed=seed), X, target, batch)
+    return lambda: fm.train_epoch(model, X, target, batch)
+
+
+def torch_epoch(work: TrainWork, xt, tt, batch: int, seed: int, tm) -> Callable[[], object]:
+    """The same for the torch twin."""
+    if work.peer:
+        trainer = tm.make_peer_trainer(work.network, seed, -(-len(xt) // batch))
+        trainer = tm.warmup_peer(trainer, xt, tt, batch)
+        return lambda: tm.train_peer_epoch(trainer, xt, tt, batch)
+    trainer = tm.warmup(tm.make_trainer(work.network, seed=seed), xt, tt, batch)
+    return lambda: tm.train_epoch(trainer, xt, tt, batch)
+
+
+SPIN = "while True: pass"
+SPIN_SETTLE_S = 0.3  # the spinner is running (and has its core) before the clock starts
+
+
+@contextlib.contextmanager
+def busy_core(busy: bool = True):
+    """A child Python spinning on one core for the duration (killed after), or nothing."""
+    if not busy:
+        yield None
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN])
+    try:
+        time.sleep(SPIN_SETTLE_S)
+        if spinner.poll() is not None:
+            raise RuntimeError(f"the busy-core child exited with {spinner.returncode}")
+        yield spinner
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def bench_train(work: TrainWork, X, target, args, tm) -> tuple[list[float], list[float]]:
+    """One epoch per run for each framework, alternating, each after a warm-up batch (untimed,
+    before the busy-core child starts: both frameworks get the same conditions)."""
     xt, tt = tm.as_tensors(X, target)
+    batch = batch_of(work, args)
     fran_times, torch_times = [], []
     for run in range(args.repeats):
-        model = fm.warmup(fm.make_model(arch, seed=args.seed + run), X, target, args.batch_size)
-        fran_times.append(timed(lambda m=model: fm.train_epoch(m, X, target, args.batch_size)))
-        trainer = tm.warmup(tm.make_trainer(arch, seed=args.seed + run), xt, tt, args.batch_size)
-        torch_times.append(timed(lambda t=trainer: tm.train_epoch(t, xt, tt, args.batch_size)))
+        epoch = fran_epoch(work, X, target, batch, args.seed + run)
+        with busy_core(work.busy):
+            fran_times.append(timed(epoch))
+        epoch = torch_epoch(work, xt, tt, batch, args.seed + run, tm)
+        with busy_core(work.busy):
+            torch_times.append(timed(epoch))
         progress(run, args.repeats, fran_times, torch_times)
     return fran_times, torch_times
 
@@ -518,12 +575,22 @@ def spread(values: list[float]) -> dict:
     }
 
 
-def summarise(key: str, fran_vals, torch_vals, unit: str, images: int | None = None) -> dict:
-    """An item's record: both frameworks' spreads, the ratio of medians and the target."""
+def summarise(
+    key: str,
+    fran_vals,
+    torch_vals,
+    unit: str,
+    images: int | None = None,
+    work: str = "",
+    flop: float | None = None,
+) -> dict:
+    """An item's record: both frameworks' spreads, the ratio of medians and the target; for a
+    throughput item images/s, and with its floating-point work (flop) the GFLOP/s reached."""
     label, target = ITEMS[key]
     record = {
         "item": key,
         "label": label,
+        "work": work,
         "unit": unit,
         "fran": spread(fran_vals),
         "torch": spread(torch_vals),
@@ -532,6 +599,10 @@ def summarise(key: str, fran_vals, torch_vals, unit: str, images: int | None = N
         record["images"] = images
         for framework in ("fran", "torch"):
             record[framework]["images_per_s"] = images / record[framework]["median"]
+    if flop is not None:
+        record["gflop"] = flop / 1e9
+        for framework in ("fran", "torch"):
+            record[framework]["gflop_per_s"] = record["gflop"] / record[framework]["median"]
     record["ratio"] = record["fran"]["median"] / record["torch"]["median"]
     record["target"] = target
     record["met"] = record["ratio"] <= target
@@ -557,37 +628,76 @@ def cell(record: dict, framework: str) -> str:
     return text
 
 
+def gflops_cell(record: dict, framework: str, peak_all: float | None) -> str:
+    """'12.3 (4.5%)': GFLOP/s at the median and its share of the all-threads peak; '' if none."""
+    rate = record[framework].get("gflop_per_s")
+    if rate is None:
+        return ""
+    share = f" ({100 * rate / peak_all:.1f}%)" if peak_all else ""
+    return f"{rate:.1f}{share}"
+
+
 def label_of(record: dict) -> str:
     return record["label"] + (f" ({record['images']:,} images)" if "images" in record else "")
 
 
 def print_item(record: dict) -> None:
     verdict = "met" if record["met"] else "NOT met"
+    rates = ""
+    if "gflop" in record:
+        rates = (
+            f"\n    {record['gflop']:.2f} GFLOP: fran {record['fran']['gflop_per_s']:.1f} GFLOP/s,"
+            f" PyTorch {record['torch']['gflop_per_s']:.1f} GFLOP/s"
+        )
     print(
-        f"{label_of(record)}\n    fran    {cell(record, 'fran')}"
-        f"\n    PyTorch {cell(record, 'torch')}"
+        f"{label_of(record)}: {record['work']}\n    fran    {cell(record, 'fran')}"
+        f"\n    PyTorch {cell(record, 'torch')}{rates}"
         f"\n    fran/PyTorch {record['ratio']:.3f}  (target <= {record['target']}: {verdict})",
         flush=True,
+    )
+
+
+def peak_line(results: dict) -> str:
+    pk = results.get("peak")
+    if not pk:
+        return "machine peak not measured"
+    return (
+        f"NumPy float32 {pk['n']} x {pk['n']} product (best of {pk['repeats']}): "
+        f"{pk['one_thread']:.1f} GFLOP/s on 1 thread, {pk['all_threads']:.1f} GFLOP/s on "
+        f"{pk['threads']}"
     )
 
 
 def markdown_table(results: dict) -> str:
     m, c = results["machine"], results["config"]
     blas = m["numpy_blas"]
+    load_end = m.get("load_average_at_end")
+    load = "load average " + " ".join(f"{v:.2f}" for v in m["load_average_at_start"])
+    if load_end:
+        load += " at the start, " + " ".join(f"{v:.2f}" for v in load_end) + " at the end"
+    peak_all = (results.get("peak") or {}).get("all_threads")
     lines = [
-        f"{m['cpu']}, {m['threads']} threads for both; Python {m['python']}, fran {m['fran']}, "
+        f"{m['cpu']}, {m['threads']} threads for both; BLAS kernel {blas_label(m)}; "
+        f"Python {m['python']}, fran {m['fran']} ({m['fran_git']}), "
         f"NumPy {m['numpy']} ({blas.get('name')} {blas.get('version') or ''}), "
-        f"PyTorch {m['torch']}; float32, batch {c['batch_size']}, Adam(1e-3), inference batch "
-        f"{c['infer_batch']}; median (min – max) of {c['repeats']} runs; {m['date'][:10]}.",
+        f"PyTorch {m['torch']}; float32, synthetic data; median (min – max) of "
+        f"{c['repeats']} runs; {m['date']}; {load}.",
         "",
-        "| benchmark | fran | PyTorch | fran / PyTorch | target | met |",
-        "|---|---|---|---|---|---|",
+        f"{peak_line(results)}. GFLOP/s count the products of the convolutions and dense layers "
+        "(flops.py), the % is of the all-threads peak.",
+        "",
+        "| benchmark | work | fran | PyTorch | fran / PyTorch | target | met "
+        "| fran GFLOP/s (% peak) | PyTorch GFLOP/s (% peak) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results["items"]:
         lines.append(
-            f"| {label_of(r)} | {cell(r, 'fran')} | {cell(r, 'torch')} | {r['ratio']:.3f} "
-            f"| ≤ {r['target']} | {'yes' if r['met'] else 'no'} |"
+            f"| {label_of(r)} | {r.get('work', '')} | {cell(r, 'fran')} | {cell(r, 'torch')} "
+            f"| {r['ratio']:.3f} | ≤ {r['target']} | {'yes' if r['met'] else '**no**'} "
+            f"| {gflops_cell(r, 'fran', peak_all)} | {gflops_cell(r, 'torch', peak_all)} |"
         )
+    for w in results.get("warnings", []):
+        lines += ["", f"> {w}"]
     return "\n".join(lines)
 
 
@@ -600,55 +710,122 @@ def write_json(results: dict, path: Path) -> None:
 # ---------------------------------------------------------------- main
 
 
-def profile_fran(args) -> None:
-    """Run one fran LeNet5 epoch under cProfile; print the top 25 functions by tottime."""
-    X, y = make_data(args.n_train, args.seed)
-    with blas_thread_limit(args.threads):
-        model = fm.warmup(fm.make_model("lenet5", seed=args.seed), X, y, args.batch_size)
-        profiler = cProfile.Profile()
-        profiler.enable()
-        fm.train_epoch(model, X, y, args.batch_size)
-        profiler.disable()
-    print(
-        f"fran LeNet5, 1 epoch of {args.n_train:,} images, batch {args.batch_size}, "
-        f"{args.threads} BLAS threads"
+def profile_network(name: str, args) -> str:
+    """cProfile one fran epoch of `name` on one thread; its time by class, as Markdown."""
+    work = next(w for w in TRAIN_ITEMS.values() if w.network == name and not w.busy)
+    n = getattr(args, work.images if work.peer else "n_train")
+    X, y = make_data(n, args.seed)
+    target = X if name == "autoencoder" else y
+    batch = fm.peer_batch_size(name) if work.peer else args.batch_size
+    saved = os.environ.get("FRAN_NUM_THREADS")
+    os.environ["FRAN_NUM_THREADS"] = "1"  # cProfile sees only the calling thread
+    try:
+        with blas_thread_limit(1):
+            epoch = fran_epoch(work, X, target, batch, args.seed)
+            start = time.perf_counter()
+            stats = profile_kinds.profile(epoch)
+            wall = time.perf_counter() - start
+    finally:
+        if saved is None:
+            os.environ.pop("FRAN_NUM_THREADS")
+        else:
+            os.environ["FRAN_NUM_THREADS"] = saved
+    title = f"{name}: one fran epoch of {n:,} images, batch {batch}, one thread"
+    return profile_kinds.markdown(title, stats, wall)
+
+
+def profile_all(args) -> str:
+    names = PROFILE_NETWORKS if args.profile == "all" else (args.profile,)
+    m = openblas_runtime() or {}
+    head = (
+        f"cProfile of one fran training epoch per network (`bench.py --profile "
+        f"{args.profile}`), FRAN_NUM_THREADS=1 and BLAS held to one thread; "
+        f"{cpu_model()}, OpenBLAS core {m.get('corename', '?')}, "
+        f"{', '.join(f'{k}={os.environ.get(k)}' for k in BLAS_VARS)}; "
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. Own time by class "
+        "(the rules are in benchmarks/README.md)."
     )
-    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(25)
+    sections = [head]
+    for name in names:
+        sections.append(profile_network(name, args))
+        print(sections[-1] + "\n", file=sys.stderr, flush=True)  # progress
+    text = "\n\n".join(sections) + "\n"
+    if args.profile_md:
+        args.profile_md.write_text(text)
+    return text
 
 
-def run_item(key: str, args, data: dict, tm) -> dict:
+def network_flop(work: TrainWork, training: bool = True) -> float:
+    """Floating-point operations per image of a network (flops.py's convention)."""
+    spec = fm.peer_example(work.network).build() if work.peer else fm.ARCHITECTURES[work.network]()
+    count = flops.train_flops if training else flops.forward_flops
+    return float(count(spec, (1, 28, 28)))
+
+
+def optimizer_label(work: TrainWork) -> str:
+    if work.peer:
+        return fm.peer_example(work.network).EXAMPLE.optimizer_label.rstrip(",")
+    return "Adam(1e-3)"
+
+
+def run_item(key: str, args, data: Callable[[int], tuple], tm) -> dict:
     if key in TRAIN_ITEMS:
-        X, y = data["train"]
-        target = X if key == "autoencoder_train" else y
-        f, t = bench_train(TRAIN_ITEMS[key], X, target, args, tm)
-        return summarise(key, f, t, "s", images=args.n_train)
+        work = TRAIN_ITEMS[key]
+        n = getattr(args, work.images)
+        X, y = data(n)
+        target = X if work.network == "autoencoder" else y
+        f, t = bench_train(work, X, target, args, tm)
+        flop = network_flop(work) * n
+        text = (
+            f"{work.network}, 1 epoch, batch {batch_of(work, args)}, {optimizer_label(work)}"
+            + (", a child spinning on one core" if work.busy else "")
+            + f"; {flop / 1e9:.1f} GFLOP"
+        )
+        return summarise(key, f, t, "s", images=n, work=text, flop=flop)
     if key == "lenet5_infer":
-        f, t = bench_infer("lenet5", data["test"][0], args, tm)
-        return summarise(key, f, t, "s", images=args.n_test)
+        X = data(args.n_test, args.seed + 1)[0]
+        f, t = bench_infer("lenet5", X, args, tm)
+        flop = network_flop(TrainWork("lenet5"), training=False) * args.n_test
+        text = f"batches of {args.infer_batch}, predict / inference_mode; {flop / 1e9:.1f} GFLOP"
+        return summarise(key, f, t, "s", images=args.n_test, work=text, flop=flop)
     if key == "import":
         f, t, base = bench_import(args)
-        return {**summarise(key, f, t, "s"), "python_startup_s": spread(base)}
+        text = "`python -c 'import X'` minus `python -c pass`"
+        return {**summarise(key, f, t, "s", work=text), "python_startup_s": spread(base)}
     f, t, reports = bench_peak_rss(args)
-    return {**summarise(key, f, t, "MiB"), "children": reports}
+    text = f"a fresh process per run, {args.n_train:,} images, VmHWM"
+    return {**summarise(key, f, t, "MiB", work=text), "children": reports}
+
+
+def own_threads(key: str, args) -> float:
+    """The load this run itself puts on the machine during an item."""
+    work = TRAIN_ITEMS.get(key)
+    return args.threads + (1 if work is not None and work.busy else 0)
 
 
 def run(args, torch, tm) -> dict:
+    selected = [key for key in ITEMS if key in args.only]
+    peers_run = [TRAIN_ITEMS[k].network for k in selected if k in TRAIN_ITEMS]
+    peers_run = [n for n in fm.PEERS if n in peers_run]
     results = {
-        "machine": machine_info(args.threads, torch),
+        "machine": machine_info(args.threads, torch, THREAD_VARS),
         "config": {
             "repeats": args.repeats,
             "threads": args.threads,
             "n_train": args.n_train,
+            "n_train_peers": args.n_train_peers,
+            "n_large": args.n_large,
             "n_test": args.n_test,
             "batch_size": args.batch_size,
             "infer_batch": args.infer_batch,
             "seed": args.seed,
             "quick": args.quick,
-            "optimizer": "adam(1e-3)",
+            "items": selected,
+            "optimizer": "adam(1e-3) for the seed's networks; the examples' own for the peers",
             "dtype": "float32",
         },
-        "param_counts": check_param_counts(tm),
-        "layer_shapes": check_twin_shapes(tm, torch),
+        "param_counts": check_param_counts(tm, (*fm.ARCHITECTURES, *peers_run)),
+        "layer_shapes": check_twin_shapes(tm, torch, (*fm.ARCHITECTURES, *peers_run)),
         "items": [],
         "complete": False,
     }
@@ -659,24 +836,36 @@ def run(args, torch, tm) -> dict:
         f"{(m['openblas_runtime'] or {}).get('num_threads', '?')}; env {m['thread_env']}); "
         f"fran runs {args.threads} threads of its own (FRAN_NUM_THREADS) and holds BLAS to one "
         f"thread inside them\n"
-        f"NumPy {m['numpy']} BLAS: {m['numpy_blas']}\n"
-        f"{args.repeats} runs per item, {args.n_train:,} train / {args.n_test:,} test images; "
+        f"NumPy {m['numpy']} BLAS: {m['numpy_blas']}\nBLAS kernel: {blas_label(m)}\n"
+        f"{args.repeats} runs per item, {args.n_train:,} train / {args.n_test:,} test images, "
+        f"{args.n_train_peers:,} for the peers, {args.n_large:,} for lenet5_60k_b256; "
         f"params per network: {results['param_counts']}; load {m['load_average_at_start']}\n",
         flush=True,
     )
-    data = {
-        "train": make_data(args.n_train, args.seed),
-        "test": make_data(args.n_test, args.seed + 1),
-    }
     check_load(results, "before the run", 0)
+    results["peak"] = peak.machine_peak(args.peak_size, 3, args.threads)
+    print(peak_line(results), flush=True)
+    if results["peak"]["all_threads"] < results["peak"]["one_thread"]:
+        message = (
+            "warning: NumPy's product ran slower on all threads than on one: another process "
+            "holds a core (a multithreaded OpenBLAS then waits for it); the % of peak is inflated"
+        )
+        print(message, file=sys.stderr, flush=True)
+        results.setdefault("warnings", []).append(message)
+    cache: dict = {}
+
+    def data(n: int, seed: int = args.seed):
+        if (n, seed) not in cache:
+            cache[(n, seed)] = make_data(n, seed)
+        return cache[(n, seed)]
+
     start = time.perf_counter()
-    for key in ITEMS:
-        if key in args.only:
-            record = run_item(key, args, data, tm)
-            results["items"].append(record)
-            print_item(record)
-            check_load(results, f"after {key}", args.threads)
-            write_json(results, args.out)
+    for key in selected:
+        record = run_item(key, args, data, tm)
+        results["items"].append(record)
+        print_item(record)
+        check_load(results, f"after {key}", own_threads(key, args))
+        write_json(results, args.out)
     results["complete"] = True
     results["seconds_total"] = time.perf_counter() - start
     results["machine"]["load_average_at_end"] = os.getloadavg()
@@ -686,11 +875,16 @@ def run(args, torch, tm) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.rss_child:
         rss_child(args)
+    elif args.blas_settings == "both":
+        import bench_both
+
+        return bench_both.main(bench_both.strip_option(argv, "--blas-settings"))
     elif args.profile:
-        profile_fran(args)
+        print(profile_all(args))
     else:
         torch, tm = setup_torch(args.threads)
         with blas_thread_limit(args.threads):

@@ -1,14 +1,23 @@
-"""The benchmark's three networks in fran, and the calls bench.py times.
+"""The benchmark's networks in fran, and the calls bench.py times.
 
-Each network mirrors the nn.Sequential of the same name in torch_models.py (bench.py asserts equal
-parameter counts). Training is the public API exactly as the README shows it:
-`train_nn(model, X, y, optimizer=adam(1e-3), batch_size=64)`; inference is `predict`.
+The seed's three networks mirror the nn.Sequential of the same name in torch_models.py (bench.py
+asserts equal parameter counts and layer shapes). Training is the public API exactly as the README
+shows it: `train_nn(model, X, y, optimizer=adam(1e-3), batch_size=64)`; inference is `predict`.
+
+The three peer networks (PEERS) are the examples' own: examples/pytorch_mnist.py, keras_mnist.py
+and resnet_fmnist.py, each example's build(), PyTorch's default initialisation (scheme "torch")
+and the example's optimizer (with its schedule for a one-epoch run) and batch size; their twins are
+benchmarks/peers.py's TORCH_NETS. The examples are imported only when a peer is asked for.
 This module must not import torch: the peak-memory child process for fran imports only this.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +35,7 @@ from fran import (
     softmax,
     train_nn,
 )
+from fran.tree import tree_leaves
 
 LR = 1e-3
 
@@ -92,7 +102,7 @@ def make_model(name: str, seed: int = 0) -> Model:
 
 def n_params(model: Model) -> int:
     """The number of trainable scalars."""
-    return sum(a.size for layer in model.params for a in layer.values())
+    return sum(a.size for a in tree_leaves(model.params))
 
 
 def train_epoch(model: Model, X: np.ndarray, target: np.ndarray, batch_size: int) -> Model:
@@ -108,3 +118,47 @@ def warmup(model: Model, X: np.ndarray, target: np.ndarray, batch_size: int) -> 
 def infer(model: Model, X: np.ndarray, batch_size: int) -> np.ndarray:
     """The network's outputs (softmax probabilities for the classifiers), batch by batch."""
     return predict(model, X, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------- the peer networks
+
+PEERS = ("pytorch_mnist", "keras_mnist", "resnet_fmnist")
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def peer_example(name: str):
+    """The example module of a peer network (examples/ goes on sys.path, as peers.py does)."""
+    if name not in PEERS:
+        raise KeyError(f"unknown peer network {name!r}; known: {', '.join(PEERS)}")
+    if str(EXAMPLES_DIR) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES_DIR))
+    return importlib.import_module(name)
+
+
+def peer_batch_size(name: str) -> int:
+    """The example's own batch size (64, 128, 128)."""
+    return peer_example(name).EXAMPLE.batch_size
+
+
+def make_peer_model(name: str, seed: int = 0) -> Model:
+    """The example's network from PyTorch's default initialisation, float32, 1x28x28 inputs."""
+    ex = peer_example(name).EXAMPLE
+    return init_weights(ex.build(), 28, 28, 1, scheme="torch", seed=seed, dtype=np.float32)
+
+
+def peer_optimizer(name: str, steps_per_epoch: int, epochs: int = 1):
+    """The example's optimizer at its default learning rate, its schedule set for `epochs`."""
+    ex = peer_example(name).EXAMPLE
+    return ex.optimizer(argparse.Namespace(lr=ex.lr, epochs=epochs), steps_per_epoch)
+
+
+def train_peer_epoch(model: Model, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int):
+    """One epoch with the example's optimizer (its state, and the schedule's step, in the model)."""
+    return train_nn(model, X, y, optimizer=optimizer, batch_size=batch_size)
+
+
+def warmup_peer(model: Model, X: np.ndarray, y: np.ndarray, optimizer, batch_size: int) -> Model:
+    """One untimed training step on the first batch, with the optimizer the epoch will use."""
+    return train_nn(
+        model, X[:batch_size], y[:batch_size], optimizer=optimizer, batch_size=batch_size
+    )

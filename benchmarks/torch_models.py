@@ -5,6 +5,10 @@ network of the same name in fran_models.py. The classifiers end at their logits 
 they are trained with nn.CrossEntropyLoss, and `infer` applies the softmax, as fran's `predict`
 does. Training is the standard loop: a shuffled index permutation, x[idx] batches,
 zero_grad / backward / step with torch.optim.Adam(lr=1e-3).
+
+The peer networks' twins are benchmarks/peers.py's TORCH_NETS, trained as peers.py's torch_run
+trains them (its torch_optimizer: the optimizer, the learning-rate schedule set per step, the
+gradient clip), one epoch at a time (PeerTrainer); peers.py is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -150,3 +154,66 @@ def infer(trainer: Trainer, x: torch.Tensor, batch_size: int) -> torch.Tensor:
             out = model(x[start : start + batch_size])
             outs.append(out.softmax(dim=1) if classifier else out)
     return torch.cat(outs)
+
+
+# ---------------------------------------------------------------- the peer networks' twins
+
+
+@dataclass
+class PeerTrainer:
+    """A peer twin with its optimizer, schedule (lr(step) or None), clip norm and step count."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    lr: Callable[[int], float] | None
+    clip: float | None
+    loss_fn: nn.Module
+    generator: torch.Generator
+    step: int = 0
+
+
+def make_peer_trainer(name: str, seed: int = 0, steps_per_epoch: int = 1, epochs: int = 1):
+    """peers.py's twin of a peer network, seeded, with its optimizer for `epochs` epochs."""
+    import peers  # torch, fran and the examples (their matplotlib): only when a peer is run
+
+    torch.manual_seed(seed)
+    model = peers.TORCH_NETS[name]()
+    optimizer, lr, clip = peers.torch_optimizer(name, model.parameters(), steps_per_epoch, epochs)
+    generator = torch.Generator().manual_seed(seed)
+    return PeerTrainer(name, model, optimizer, lr, clip, nn.CrossEntropyLoss(), generator)
+
+
+def _peer_step(trainer: PeerTrainer, xb: torch.Tensor, yb: torch.Tensor) -> None:
+    """One step as peers.torch_run takes it: the scheduled rate, backward, clip, step."""
+    if trainer.lr is not None:
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = trainer.lr(trainer.step)
+    trainer.optimizer.zero_grad()
+    loss = trainer.loss_fn(trainer.model(xb), yb)
+    loss.backward()
+    if trainer.clip is not None:
+        nn.utils.clip_grad_norm_(trainer.model.parameters(), trainer.clip)
+    trainer.optimizer.step()
+    trainer.step += 1
+
+
+def train_peer_epoch(
+    trainer: PeerTrainer, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> PeerTrainer:
+    """One epoch over a fresh shuffle (the last batch may be smaller)."""
+    trainer.model.train()
+    order = torch.randperm(len(x), generator=trainer.generator)
+    for start in range(0, len(x), batch_size):
+        idx = order[start : start + batch_size]
+        _peer_step(trainer, x[idx], y[idx])
+    return trainer
+
+
+def warmup_peer(
+    trainer: PeerTrainer, x: torch.Tensor, y: torch.Tensor, batch_size: int
+) -> PeerTrainer:
+    """One untimed training step on the first batch."""
+    trainer.model.train()
+    _peer_step(trainer, x[:batch_size], y[:batch_size])
+    return trainer
