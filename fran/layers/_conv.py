@@ -43,7 +43,7 @@ class Tape(NamedTuple):
     plain: bool
     x_shape: tuple  # (N, C, H, W)
     out: tuple  # (OH, OW)
-    cols: np.ndarray | None  # im2col(x) (C*k*k, N*OH*OW), or None on the output side
+    cols: np.ndarray | None  # im2col(x) (C*k*k, N*OH*OW), or None (output side, Winograd)
     X: np.ndarray | None = None  # padded_rows(x) (C, N*Hp*Wp), output side only
     wt: np.ndarray | None = None  # w as (k*k*O, C), rows ordered (i, j, o), output side only
     wino: _winograd.Wino | None = None  # Winograd's transformed tiles (3x3, stride 1) instead
