@@ -14,20 +14,25 @@ import numpy as np
 
 from fran.layers import _conv, _winograd
 
-SHAPES = [  # C, O, H (= W), padding: the 3x3 convs of the example networks, then smaller ones
-    (1, 32, 28, 0),
-    (32, 64, 13, 0),
-    (32, 64, 26, 0),
+SHAPES = [  # C, O, H (= W), padding: the 3x3 convs of the example networks, then the boundary
+    (1, 32, 28, 0),  # first convs (FMNIST CNN, PyTorch's and Keras' MNIST nets; ResNet: 1 -> 16)
     (1, 16, 28, 1),
-    (16, 16, 28, 1),
+    (32, 64, 13, 0),  # FMNIST CNN, Keras MNIST
+    (32, 64, 26, 0),  # PyTorch MNIST
+    (16, 16, 28, 1),  # ResNet
     (32, 32, 14, 1),
-    (6, 16, 12, 0),
-    (2, 16, 12, 0),
-    (4, 8, 12, 0),
-    (8, 4, 12, 0),
-    (8, 8, 6, 0),
-    (16, 16, 4, 0),
-    (3, 3, 8, 1),
+    (6, 16, 12, 0),  # LeNet-5
+    (16, 32, 14, 1),
+    (24, 24, 14, 1),
+    (32, 16, 14, 1),
+    (64, 32, 13, 0),
+    (32, 32, 9, 0),
+    (32, 32, 10, 0),
+    (32, 64, 14, 0),
+    (32, 64, 23, 0),
+    (64, 64, 13, 0),
+    (64, 64, 14, 0),
+    (32, 32, 28, 1),
 ]
 
 

@@ -230,13 +230,15 @@ def conv2d_structures(draw):
     if kind == "output-side":  # stride 1, fewer outputs than inputs: no im2col
         stride, c_in = 1, draw(st.integers(2, 5))
         channels = draw(st.integers(1, c_in - 1))
-    lo = k - 2 * pad  # H + 2 pad >= k
-    if kind == "winograd":  # 3x3, stride 1, as many channels and outputs as the rule needs
-        k, stride, many = 3, 1, _winograd.MIN_CHANNELS
+    if kind == "winograd":  # 3x3, stride 1, the channels and outputs the rule takes
+        many = _winograd.MIN_CHANNELS
         c_in = draw(st.integers(many, many + 3))
-        channels = draw(st.integers(c_in, c_in + 4))
-        lo = int(np.ceil(np.sqrt(_winograd.MIN_OUTPUTS))) + 2 - 2 * pad  # OH, OW >= sqrt of it
+        spec = conv2d(3, draw(st.integers(c_in, c_in + 4)), padding=pad, activation=draw(acts))
+        OH = draw(st.sampled_from([8, 10, 12]))
+        OW = OH if draw(st.booleans()) else draw(st.sampled_from([8, 10, 11, 12, 13]))
+        return spec, (c_in, OH + 2 - 2 * pad, OW + 2 - 2 * pad)  # odd OW only beside even OH
     spec = conv2d(k=k, channels=channels, stride=stride, padding=pad, activation=draw(acts))
+    lo = k - 2 * pad  # H + 2 pad >= k
     H, W = _image(
         draw, lo, square=kind == "square" or (kind != "non-square" and draw(st.booleans()))
     )

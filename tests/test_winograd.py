@@ -116,8 +116,9 @@ LAYERS = _winograd.MIN_CHANNELS  # the smallest channel count the rule takes
     ("spec", "shape"),
     [
         (fran.conv2d(3, LAYERS), (LAYERS, 10, 10)),  # 8 x 8 outputs: the smallest it takes
-        (fran.conv2d(3, 2 * LAYERS, activation="relu"), (LAYERS, 13, 13)),  # FMNIST's second conv
-        (fran.conv2d(3, LAYERS + 3, padding=1, activation="tanh"), (LAYERS + 1, 9, 12)),
+        (fran.conv2d(3, 2 * LAYERS, activation="relu"), (LAYERS, 26, 26)),  # PyTorch's MNIST net
+        (fran.conv2d(3, LAYERS + 3, padding=1, activation="tanh"), (LAYERS + 1, 11, 12)),
+        (fran.conv2d(3, LAYERS), (LAYERS, 23, 23)),  # odd 21 x 21: 22 x 22 computed, 9.8% more
     ],
     ids=repr,
 )
@@ -133,6 +134,7 @@ def test_the_rule_sends_many_channel_3x3_stride_1_convs_to_winograd(spec, shape)
         (fran.conv2d(3, 16, padding=1), (16, 28, 28)),  # too few channels to pay
         (fran.conv2d(3, LAYERS), (2 * LAYERS, 10, 10)),  # O < C: the output side is faster
         (fran.conv2d(3, LAYERS), (LAYERS, 9, 9)),  # 7 x 7 outputs: too few
+        (fran.conv2d(3, 2 * LAYERS), (LAYERS, 13, 13)),  # odd 11 x 11: 19% more pixels computed
         (fran.conv2d(3, LAYERS, stride=2), (LAYERS, 21, 21)),  # strided
         (fran.conv2d(5, LAYERS, padding=2), (LAYERS, 10, 10)),  # not 3 x 3
     ],
@@ -161,7 +163,7 @@ def test_conv2d_transpose_never_takes_winograd():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_winograd_layer_equals_the_old_kernels(dtype):
     """The whole layer (activation, bias, NCHW views, many blocks of tiles) either way."""
-    spec, shape = fran.conv2d(3, LAYERS + 8, padding=1, activation="tanh"), (LAYERS, 11, 12)
+    spec, shape = fran.conv2d(3, LAYERS + 8, padding=1, activation="tanh"), (LAYERS, 13, 12)
     params = fran.init(spec, shape, 0, dtype=dtype)
     x = np.random.default_rng(1).standard_normal((5, *shape)).astype(dtype)
 
@@ -170,7 +172,7 @@ def test_a_winograd_layer_equals_the_old_kernels(dtype):
         grads, dx = pullback(np.random.default_rng(2).standard_normal(y.shape).astype(dtype))
         return [fran.apply(spec, params, x), y, dx, grads["w"], grads["b"]]
 
-    with mock.patch.object(_winograd, "TILES", 40):  # 40 // 36 tiles: one image per block
+    with mock.patch.object(_winograd, "TILES", 50):  # 42 tiles per image: one image per block
         assert runs_winograd(spec, shape)
         new = run()
     with mock.patch.object(_winograd, "ENABLED", False):

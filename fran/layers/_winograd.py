@@ -29,12 +29,19 @@ BB, GG, AA = np.kron(_BT, _BT), np.kron(_G, _G), np.kron(_AT, _AT)  # (16, 16), 
 ENABLED = True  # the switch: False leaves every convolution to _conv's other kernels
 MIN_CHANNELS = 32  # fewer input channels: the transforms cost more than the products saved
 MIN_OUTPUTS = 64  # output pixels per image, at least
+MAX_COVER = 1.1  # the tiles' 2x2 blocks may cover at most 10% more than the output (odd sizes)
 
 
 def pays(C: int, O: int, OH: int, OW: int) -> bool:
     """Whether F(2x2, 3x3) beats _conv's kernels for a 3x3 stride-1 layer C -> O with OH x OW
     outputs (timings: benchmarks/README.md); O < C stays on the output side, which is faster."""
-    return ENABLED and MIN_CHANNELS <= C <= O and OH * OW >= MIN_OUTPUTS
+    cover = 4 * (-(-OH // 2)) * (-(-OW // 2))  # pixels computed, an odd side's extra one included
+    return (
+        ENABLED
+        and MIN_CHANNELS <= C <= O
+        and OH * OW >= MIN_OUTPUTS
+        and cover <= MAX_COVER * OH * OW
+    )
 
 
 TILES = 512  # tiles per block of images: each block's products and transforms stay in cache

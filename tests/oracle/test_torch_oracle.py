@@ -242,9 +242,10 @@ def test_conv2d_output_side(k, out, inp, padding, h, w, activation):
 WINOGRAD_CONV = [
     # out channels, in channels, padding, H, W
     (32, 32, 0, 10, 10),
-    (33, 32, 1, 9, 12),
-    (40, 33, 2, 7, 8),
-    (64, 32, 0, 13, 13),
+    (33, 32, 1, 11, 12),
+    (40, 33, 2, 6, 9),
+    (64, 32, 0, 13, 10),
+    (32, 32, 0, 23, 23),
 ]
 
 
