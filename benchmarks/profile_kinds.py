@@ -49,8 +49,8 @@ ELEMENTWISE_WORDS = (
 
 # fran functions, by (module file stem, function name); a file stem alone means all its functions
 PRODUCT_FUNCS = {
-    ("_conv", "matmul_wide"),
-    ("_conv", "matmul_wide_t"),
+    ("_gemm", None),  # matmul_wide, matmul_wide_t, matmul_rows, matmul_tn and their blocks
+    ("_winograd", None),  # the batched products and the transforms (small products as well)
     ("_conv", "correlate"),
     ("_conv", "correlate_vjp"),
     ("_conv", "correlate_input_grad"),

@@ -27,6 +27,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from fran import engine, registry
 from fran.layers import (
     ACTIVATIONS,
+    _winograd,
     activation,
     batchnorm,
     conv2d,
@@ -167,7 +168,7 @@ def _image(draw, lo: int, square: bool) -> tuple[int, int]:
 # Named cases: each structure strategy first picks one of these (st.sampled_from), so that every
 # case is drawn about as often as the others, and reports it with hypothesis.event
 # (pytest --hypothesis-show-statistics shows the shares; test_strategies.py asserts them).
-CONV2D_KINDS = ("square", "non-square", "strided", "padded", "output-side")
+CONV2D_KINDS = ("square", "non-square", "strided", "padded", "output-side", "winograd")
 CONV2D_TRANSPOSE_KINDS = ("plain", "overlapping", "stride > k", "stride >= 4", "padding >= k")
 MAXPOOLING_KINDS = ("default stride", "overlapping", "stride > k", "ragged")
 
@@ -182,6 +183,9 @@ def conv2d_traits(spec, shape) -> set[str]:
         out.add("padded")
     if spec.stride == 1 and spec.channels < C:
         out.add("output-side")
+    OH, OW = (conv_out(n, spec.k, spec.stride, spec.padding) for n in (H, W))
+    if spec.k == 3 and spec.stride == 1 and _winograd.pays(C, spec.channels, OH, OW):
+        out.add("winograd")  # the dispatch rule's own verdict, so a retuned rule stays covered
     return out
 
 
@@ -226,6 +230,13 @@ def conv2d_structures(draw):
     if kind == "output-side":  # stride 1, fewer outputs than inputs: no im2col
         stride, c_in = 1, draw(st.integers(2, 5))
         channels = draw(st.integers(1, c_in - 1))
+    if kind == "winograd":  # 3x3, stride 1, the channels and outputs the rule takes
+        many = _winograd.MIN_CHANNELS
+        c_in = draw(st.integers(many, many + 3))
+        spec = conv2d(3, draw(st.integers(c_in, c_in + 4)), padding=pad, activation=draw(acts))
+        OH = draw(st.sampled_from([8, 10, 12]))
+        OW = OH if draw(st.booleans()) else draw(st.sampled_from([8, 10, 11, 12, 13]))
+        return spec, (c_in, OH + 2 - 2 * pad, OW + 2 - 2 * pad)  # odd OW only beside even OH
     spec = conv2d(k=k, channels=channels, stride=stride, padding=pad, activation=draw(acts))
     lo = k - 2 * pad  # H + 2 pad >= k
     H, W = _image(

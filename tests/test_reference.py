@@ -16,6 +16,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 import fran
+from fran.layers import _winograd
 
 seeds = st.integers(0, 2**32 - 1)
 TOL = 1e-10
@@ -68,6 +69,32 @@ def test_conv2d_matches_the_loops(k, stride, padding, n, c, o, data, seed):
     y, dy, grads, dx = run_layer(spec, params, x, rng)
     close(y, reference.conv2d(x, params["w"], params["b"], stride, padding), f"{spec!r} forward")
     rdx, rdw, rdb = reference.conv2d_backward(x, params["w"], dy, stride, padding)
+    close(dx, rdx, f"{spec!r} dx")
+    close(grads["w"], rdw, f"{spec!r} dw")
+    close(grads["b"], rdb, f"{spec!r} db")
+
+
+# 3x3 stride-1 layers with the channels and outputs that take Winograd's F(2x2, 3x3) tiles
+# (fran.layers._winograd.pays): odd and even output sizes, padding 0 to 2.
+WINOGRAD_CONV = [
+    # n, c, o, padding, H, W
+    (1, 32, 32, 0, 10, 10),
+    (2, 32, 33, 1, 11, 12),
+    (1, 33, 40, 2, 6, 9),
+    (2, 34, 34, 0, 13, 10),
+]
+
+
+@pytest.mark.parametrize(("n", "c", "o", "padding", "h", "w"), WINOGRAD_CONV)
+def test_winograd_conv2d_matches_the_loops(n, c, o, padding, h, w):
+    rng = np.random.default_rng([n, c, o, padding, h, w])
+    spec = fran.conv2d(3, o, padding=padding)
+    assert _winograd.pays(c, o, h + 2 * padding - 2, w + 2 * padding - 2)
+    params = {"w": rng.standard_normal((o, c, 3, 3)), "b": rng.standard_normal(o)}
+    x = rng.standard_normal((n, c, h, w))
+    y, dy, grads, dx = run_layer(spec, params, x, rng)
+    close(y, reference.conv2d(x, params["w"], params["b"], 1, padding), f"{spec!r} forward")
+    rdx, rdw, rdb = reference.conv2d_backward(x, params["w"], dy, 1, padding)
     close(dx, rdx, f"{spec!r} dx")
     close(grads["w"], rdw, f"{spec!r} dw")
     close(grads["b"], rdb, f"{spec!r} db")

@@ -13,7 +13,8 @@ Two layouts of x. im2col turns every k x k window into one column, (C*k*k, N*OH*
 out as (O, N, OH, OW): the NCHW result is a free transposed view, which the next layer's im2col
 reads directly; col2im is its adjoint. For stride 1 with fewer outputs than inputs (O < C) the
 output side is cheaper: multiply first, then add k*k shifted slices (see padded_rows below).
-Products with these wide matrices run in column blocks (fran/layers/_gemm.py).
+Products with these wide matrices run in column blocks (fran/layers/_gemm.py). 3x3 stride-1
+layers with many channels take Winograd's F(2x2, 3x3) instead (_winograd, the rule in pays()).
 plain=True keeps whole products and im2col/col2im only (conv2d_transpose's own path).
 Past timings of these choices: benchmarks/README.md, "Kernel notes".
 """
@@ -25,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fran.layers import _winograd
 from fran.layers._gemm import matmul_wide, matmul_wide_t
 
 
@@ -42,9 +44,10 @@ class Tape(NamedTuple):
     plain: bool
     x_shape: tuple  # (N, C, H, W)
     out: tuple  # (OH, OW)
-    cols: np.ndarray | None  # im2col(x) (C*k*k, N*OH*OW), or None on the output side
+    cols: np.ndarray | None  # im2col(x) (C*k*k, N*OH*OW), or None (output side, Winograd)
     X: np.ndarray | None = None  # padded_rows(x) (C, N*Hp*Wp), output side only
     wt: np.ndarray | None = None  # w as (k*k*O, C), rows ordered (i, j, o), output side only
+    wino: _winograd.Wino | None = None  # Winograd's transformed tiles (3x3, stride 1) instead
 
     def as_nchw(self, z2: np.ndarray) -> np.ndarray:
         """A result matrix (O, N*OH*OW) as an NCHW view (N, O, OH, OW)."""
@@ -53,10 +56,13 @@ class Tape(NamedTuple):
 
 def lay_out(x, w, stride: int, padding: int, plain: bool = False) -> Tape:
     """x (N, C, H, W) arranged for the products with w (O, C, k, k): the output side for stride 1
-    with O < C (fewer rows to copy), else im2col."""
+    with O < C (fewer rows to copy), else im2col; for 3x3 stride 1 Winograd's tiles where it pays."""
     N, C, H, W = x.shape
     O, _, k, _ = w.shape
     out = (conv_out(H, k, stride, padding), conv_out(W, k, stride, padding))
+    if not plain and stride == 1 and k == 3 and _winograd.pays(C, O, *out):
+        wino = _winograd.lay_out(x, w, padding)
+        return Tape(w, stride, padding, plain, x.shape, out, None, wino=wino)
     if not plain and stride == 1 and O < C:
         wt = w.transpose(2, 3, 0, 1).reshape(k * k * O, C)
         return Tape(w, stride, padding, plain, x.shape, out, None, padded_rows(x, padding), wt)
@@ -66,6 +72,8 @@ def lay_out(x, w, stride: int, padding: int, plain: bool = False) -> Tape:
 def correlate(tape: Tape, b=None) -> np.ndarray:
     """z (O, N*OH*OW): z[o, (n, r, q)] = b[o] + sum_{c,i,j} w[o,c,i,j] x_pad[n,c, s*r+i, s*q+j]."""
     O, k = tape.w.shape[0], tape.w.shape[2]
+    if tape.wino is not None:
+        return _winograd.correlate(tape.wino, b)
     if tape.cols is not None:
         z = (np.matmul if tape.plain else matmul_wide)(tape.w.reshape(O, -1), tape.cols)
         if b is not None:
@@ -86,6 +94,8 @@ def correlate_vjp(tape: Tape, dz: np.ndarray, input_grad: bool = True):
     N, C, H, W = tape.x_shape
     (OH, OW), p = tape.out, tape.padding
     O, k = tape.w.shape[0], tape.w.shape[2]
+    if tape.wino is not None:
+        return _winograd.correlate_vjp(tape.wino, dz, input_grad)
     if tape.cols is not None:
         product_t = (lambda a, b: a @ b.T) if tape.plain else matmul_wide_t
         dw = product_t(dz, tape.cols).reshape(tape.w.shape)

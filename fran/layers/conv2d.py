@@ -4,7 +4,8 @@ forward: z[n,o,r,q] = b[o] + sum_{c,i,j} w[o,c,i,j] x_pad[n,c, s*r+i, s*q+j];  y
 vjp: dz = act'(z) * dy;  dw[o,c,i,j] = sum_{n,r,q} dz[n,o,r,q] x_pad[n,c, s*r+i, s*q+j];
      db[o] = sum_{n,r,q} dz[n,o,r,q];  dx = the transposed convolution of dz (conv2d_transpose).
 Kernels (_conv): lay_out arranges x for one matrix product (im2col, or the output side for
-stride 1 with fewer outputs than inputs), correlate computes z, correlate_vjp dw and dx.
+stride 1 with fewer outputs than inputs, or Winograd's F(2x2, 3x3) tiles for 3x3 stride 1 where
+that pays), correlate computes z, correlate_vjp dw and dx.
 Layout: x (N, C, H, W), w (O, C, k, k) (OIHW), b (O,); OH = floor((H + 2p - k) / s) + 1.
 """
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from unittest import mock
 
 import attrs
 import numpy as np
@@ -25,7 +26,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import fran
-from fran.layers import ACTIVATIONS
+from fran.layers import ACTIVATIONS, _winograd
 from fran.losses import cross_entropy, mse
 from fran.tree import freeze, tree_items, tree_map
 
@@ -234,6 +235,28 @@ OUTPUT_SIDE_CONV = [
 def test_conv2d_output_side(k, out, inp, padding, h, w, activation):
     spec = fran.conv2d(k, out, padding=padding, activation=activation)
     check_conv2d(spec, 3, inp, h, w, np.random.default_rng([k, out, inp, padding, h, w]))
+
+
+# 3x3 stride 1 with at least _winograd.MIN_CHANNELS channels, O >= C and enough outputs: fran's
+# Winograd F(2x2, 3x3) path (odd and even output sizes, padding 0 to 2, several blocks of tiles).
+WINOGRAD_CONV = [
+    # out channels, in channels, padding, H, W
+    (32, 32, 0, 10, 10),
+    (33, 32, 1, 11, 12),
+    (40, 33, 2, 6, 9),
+    (64, 32, 0, 13, 10),
+    (32, 32, 0, 23, 23),
+]
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize(("out", "inp", "padding", "h", "w"), WINOGRAD_CONV)
+def test_conv2d_winograd(out, inp, padding, h, w, activation):
+    spec = fran.conv2d(3, out, padding=padding, activation=activation)
+    spy = mock.patch.object(_winograd, "correlate_vjp", wraps=_winograd.correlate_vjp)
+    with mock.patch.object(_winograd, "TILES", 64), spy as vjp:
+        check_conv2d(spec, 3, inp, h, w, np.random.default_rng([out, inp, padding, h, w]))
+    assert vjp.call_count == 2  # the float64 pass and the float32 pass both took Winograd
 
 
 # ---------------------------------------------------------------- conv2d_transpose
