@@ -21,8 +21,10 @@ that depend on the shapes only, and for_pieces computes the blocks on fran's thr
 (fran/layers/_gemm.py), so the results are the same for any thread count.
 
 The thread count is the number of CPUs this process may use, or FRAN_NUM_THREADS if set;
-FRAN_NUM_THREADS=1 computes everything on the calling thread and leaves BLAS alone. Results
-depend on the thread count only in the last bits (the order of the sums).
+FRAN_NUM_THREADS=1 computes everything on the calling thread and, except for whole batches
+(whose results must not depend on threads; a multithreaded OpenBLAS partitions its sums by its
+thread count), leaves BLAS alone. Results of cut batches depend on the thread count only in the
+last bits (the order of the sums).
 """
 
 from __future__ import annotations
@@ -116,16 +118,14 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool =
     The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the value
     and gradients are the means of the pieces' weighted by their sizes. Only networks without
     random, stateful or batchwise layers are cut (split=True), so the state is the first piece's
-    (it is empty); split=False computes the batch whole on this thread, with BLAS held to one
-    thread as well: a multithreaded OpenBLAS spin-waits, and with the other core busy an epoch
-    took up to 7x longer than on one thread (benchmarks/README.md)."""
+    (it is empty); split=False computes the batch whole on this thread (its large products on
+    fran's threads: for_pieces), with BLAS held to one thread for any thread count: OpenBLAS's
+    own threads change the last bits, and they spin-wait, so that with the other core busy an
+    epoch took up to 7x longer than on one thread (benchmarks/README.md)."""
     n = len(x)
-    if not split:
-        with whole_batch_region():
-            if num_threads() == 1:
-                return fn(x, target)
-            with _one_blas_thread():
-                return fn(x, target)
+    if not split:  # BLAS on one thread even for FRAN_NUM_THREADS=1: its threads change the bits
+        with whole_batch_region(), _one_blas_thread():
+            return fn(x, target)
     parts = max(1, min(num_threads(), n // MIN_PIECE))
     if parts == 1:
         return fn(x, target)

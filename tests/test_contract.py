@@ -107,8 +107,26 @@ def test_batch_statistics_do_not_depend_on_the_thread_count(monkeypatch, threads
     assert one == many  # bitwise: a network with batch norm or dropout trains on whole batches
 
 
+def _winograd_net() -> fran.network:
+    """3x3 convolutions with 32 channels: the second takes Winograd's kernel (in 4 blocks)."""
+    return fran.network(
+        [
+            fran.conv2d(k=3, channels=32, activation="relu"),
+            batchnorm(),
+            fran.conv2d(k=3, channels=32, padding=1),
+            dropout(0.25),
+            fran.flatten(),
+            fran.dense(3),
+            fran.softmax(),
+        ],
+        0,
+        0,
+    )
+
+
+@pytest.mark.parametrize("net", [_mixed, _winograd_net])
 @pytest.mark.parametrize("threads", ["2", "3"])
-def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads):
+def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads, net):
     """In a whole batch every product big enough is cut into pieces for fran's threads; the
     pieces depend on shapes only, so the result is bitwise the one-thread result, and close to
     the uncut products'. PIECE_MACS = 1 cuts every product here, even this small network's."""
@@ -117,7 +135,7 @@ def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads):
 
     gemm = importlib.import_module("fran.layers._gemm")
     X, y = _data(64)
-    model = fran.init_weights(_mixed(), 12, 12)
+    model = fran.init_weights(net(), 12, 12)
     monkeypatch.setenv("FRAN_NUM_THREADS", "1")
     uncut = fran.train_nn(model, X, y, batch_size=64)
     monkeypatch.setattr(gemm, "PIECE_MACS", 1)

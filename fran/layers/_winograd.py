@@ -20,6 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fran import parallel
+
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
 _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
@@ -70,8 +72,8 @@ def lay_out(x: np.ndarray, w: np.ndarray, padding: int) -> Wino:
     s = xp.strides
     bb = BB.astype(x.dtype)
     block = max(1, TILES // (th * tw))
-    V = []
-    for n in range(0, N, block):
+
+    def transformed(n):
         nb = min(block, N - n)
         tiles = np.lib.stride_tricks.as_strided(  # (4, 4, C, nb, th, tw): a view, tiles 2 apart
             xp[:, n:],
@@ -79,7 +81,9 @@ def lay_out(x: np.ndarray, w: np.ndarray, padding: int) -> Wino:
             (s[2], s[3], s[0], s[1], 2 * s[2], 2 * s[3]),
             writeable=False,
         )
-        V.append((bb @ tiles.reshape(16, -1)).reshape(16, C, -1))  # the one copy, then B^T d B
+        return (bb @ tiles.reshape(16, -1)).reshape(16, C, -1)  # the one copy, then B^T d B
+
+    V = parallel.for_pieces(transformed, range(0, N, block))  # blocks on threads in whole batches
     U = (GG.astype(w.dtype) @ w.transpose(2, 3, 0, 1).reshape(9, O * C)).reshape(16, O, C)
     return Wino(V, U, x.shape, p, (OH, OW), (th, tw), block)
 
@@ -97,12 +101,16 @@ def correlate(t: Wino, b=None) -> np.ndarray:
     z = np.empty((O, N, OH, OW), dtype=np.result_type(t.U, t.V[0]))
     aa = AA.astype(z.dtype)
     bias = 0 if b is None else b.reshape(O, 1, 1, 1)
-    for n, V in zip(range(0, N, t.block), t.V, strict=True):
+
+    def block(b):  # writes only its own images of z
+        n, V = b * t.block, t.V[b]
         M = np.matmul(t.U, V)  # (16, O, tiles)
         Y = (aa @ M.reshape(16, -1)).reshape(2, 2, O, -1, th, tw)
         for a, c, rows, cols in _parities(OH, OW):
             zb = z[:, n : n + Y.shape[3], a::2, c::2]
             np.add(Y[a, c, :, :, :rows, :cols], bias, out=zb)
+
+    parallel.for_pieces(block, range(len(t.V)))
     return z.reshape(O, -1)
 
 
@@ -113,21 +121,27 @@ def correlate_vjp(t: Wino, dz: np.ndarray, input_grad: bool = True):
     (OH, OW), (th, tw), p = t.out, t.tiles, t.padding
     dz4 = dz.reshape(O, N, OH, OW)
     aat, bbt, ut = AA.T.astype(dz.dtype), BB.T.astype(dz.dtype), t.U.transpose(0, 2, 1)
-    dU = np.zeros((16, O, C), dtype=dz.dtype)
     dxp = np.zeros((C, N, 2 * th + 2, 2 * tw + 2), dtype=dz.dtype) if input_grad else None
-    for n, V in zip(range(0, N, t.block), t.V, strict=True):
+
+    def block(b):  # returns its share of dU; writes only its own images of dxp
+        n, V = b * t.block, t.V[b]
         nb = V.shape[2] // (th * tw)
         dY = np.zeros((2, 2, O, nb, th, tw), dtype=dz.dtype)  # dz as 2x2 output blocks
         for a, c, rows, cols in _parities(OH, OW):
             dY[a, c, :, :, :rows, :cols] = dz4[:, n : n + nb, a::2, c::2]
         dM = (aat @ dY.reshape(4, -1)).reshape(16, O, -1)
-        dU += np.matmul(dM, V.transpose(0, 2, 1))
+        dU = np.matmul(dM, V.transpose(0, 2, 1))
         if input_grad:
             dV = np.matmul(ut, dM)  # (16, C, tiles)
             dD = (bbt @ dV.reshape(16, -1)).reshape(4, 4, C, nb, th, tw)
             for i in range(4):  # entry (i, j) of every tile at once: a contiguous source
                 for j in range(4):
                     dxp[:, n : n + nb, i : i + 2 * th : 2, j : j + 2 * tw : 2] += dD[i, j]
+        return dU
+
+    dU = np.zeros((16, O, C), dtype=dz.dtype)
+    for share in parallel.for_pieces(block, range(len(t.V))):  # summed in block order
+        dU += share
     dw = (GG.T.astype(dU.dtype) @ dU.reshape(16, -1)).reshape(3, 3, O, C).transpose(2, 3, 0, 1)
     dw = np.ascontiguousarray(dw)
     if not input_grad:
