@@ -167,31 +167,40 @@ def fran_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, list
     return float(fran.evaluate_nn(model, data["Xt"], data["yt"])["accuracy"]), seconds
 
 
+def torch_epoch(net, opt, lr, clip, X, y, order, batch: int, step: int) -> tuple[int, list]:
+    """One training epoch of the twin over X[order] in batches of `batch` (the last may be
+    smaller), the rate set to lr(step) before each step; (the step count after it, the losses)."""
+    loss_fn = nn.CrossEntropyLoss()
+    net.train()
+    losses = []
+    for i in range(0, len(X), batch):
+        idx = order[i : i + batch]
+        if lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr(step)
+        opt.zero_grad()
+        loss = loss_fn(net(X[idx]), y[idx])
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+    return step, losses
+
+
 def torch_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, list[float]]:
     torch.manual_seed(seed)
     net = TORCH_NETS[name]()
     X, y = torch.from_numpy(data["X"]), torch.from_numpy(data["y"]).long()
     steps = -(-len(X) // data["batch"])
     opt, lr, clip = torch_optimizer(name, net.parameters(), steps, epochs)
-    loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     step, seconds = 0, []
     for _ in range(epochs):
-        net.train()
         t0 = time.perf_counter()
         perm = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), data["batch"]):
-            idx = perm[i : i + data["batch"]]
-            if lr is not None:
-                for group in opt.param_groups:
-                    group["lr"] = lr(step)
-            opt.zero_grad()
-            loss = loss_fn(net(X[idx]), y[idx])
-            loss.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(net.parameters(), clip)
-            opt.step()
-            step += 1
+        step, _ = torch_epoch(net, opt, lr, clip, X, y, perm, data["batch"], step)
         seconds.append(time.perf_counter() - t0)
     net.eval()
     with torch.no_grad():
