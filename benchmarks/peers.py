@@ -9,9 +9,13 @@ same optimizer and hyper-parameters, same batch size, same images, the same sche
 the same step) for --epochs epochs from seeds 0 .. seeds-1, alternating the frameworks run by run
 (fran seed 0, torch seed 0, fran seed 1, ...). Both start from PyTorch's default initialisation
 (fran: init_weights(..., scheme="torch")). Each run is scored once, after its last epoch, on all
-10,000 test images; the printed table gives test accuracy mean ± std (sample std over seeds) and
-seconds per training epoch (mean over all epochs of all seeds, test scoring excluded) for both.
-Each framework shuffles with its own generator, so the runs match in distribution, not bitwise.
+10,000 test images; the printed table gives test accuracy mean ± std (sample std over seeds) with
+its standard error (std / sqrt(seeds)), the gap fran − PyTorch in PyTorch's stds, and seconds
+per training epoch (mean over all epochs of all seeds, test scoring excluded) for both; the JSON
+(--out) also holds every run's accuracy, epoch seconds and load average (1, 5, 15 min) after it.
+Each framework shuffles with its own generator, so the runs match in distribution, not bitwise
+(tests/oracle/test_peer_twins.py checks that, fed the same batches, params and dropout masks in
+float64, each twin computes the same losses, gradients and steps as fran).
 Both get --threads threads: torch.set_num_threads and FRAN_NUM_THREADS (OpenBLAS left alone).
 """
 
@@ -213,6 +217,33 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+TABLE_HEAD = [
+    "| network | fran test acc | PyTorch test acc | gap | fran s/epoch | PyTorch s/epoch "
+    "| fran ≥ torch − 1 std |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def table_row(name: str, runs: dict) -> str:
+    """One network's row: each framework's test accuracy as mean ± sample std (s.e. = std /
+    sqrt(seeds)), the gap fran − PyTorch in units of PyTorch's std, seconds per epoch, and the
+    done-criterion (fran's mean ≥ PyTorch's mean − one PyTorch std)."""
+    cells = []
+    for framework in ("fran", "torch"):
+        accs = [r["test_accuracy"] for r in runs[framework]]
+        mean, std = mean_std(accs)
+        cells.append(
+            f"{100 * mean:.2f}% ± {100 * std:.2f} (s.e. {100 * std / len(accs) ** 0.5:.2f})"
+        )
+    fa, _ = mean_std([r["test_accuracy"] for r in runs["fran"]])
+    ta, ts = mean_std([r["test_accuracy"] for r in runs["torch"]])
+    gap = f"{(fa - ta) / ts:+.2f} std" if ts > 0 else "n/a"
+    fsec = statistics.fmean(s for r in runs["fran"] for s in r["epoch_seconds"])
+    tsec = statistics.fmean(s for r in runs["torch"] for s in r["epoch_seconds"])
+    ok = "yes" if fa >= ta - ts else "**no**"
+    return f"| `{name}` | {cells[0]} | {cells[1]} | {gap} | {fsec:.1f} | {tsec:.1f} | {ok} |"
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
@@ -233,10 +264,13 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(args.seeds):
             for framework, fn in (("fran", fran_run), ("torch", torch_run)):
                 acc, secs = fn(name, data, seed, args.epochs)
-                runs[framework].append({"seed": seed, "test_accuracy": acc, "epoch_seconds": secs})
+                load = [round(v, 2) for v in os.getloadavg()]  # 1, 5 and 15 minutes, at the end
+                runs[framework].append(
+                    {"seed": seed, "test_accuracy": acc, "epoch_seconds": secs, "load": load}
+                )
                 print(
                     f"{name:14s} {framework:5s} seed {seed}: test acc {100 * acc:.2f}%  "
-                    f"{statistics.fmean(secs):.1f} s/epoch  (load {os.getloadavg()[0]:.2f})",
+                    f"{statistics.fmean(secs):.1f} s/epoch  (load {load[0]:.2f})",
                     flush=True,
                 )
         results[name] = runs
@@ -246,20 +280,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{platform.processor() or platform.machine()}, load average at the end "
         + " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "",
-        "| network | fran test acc | PyTorch test acc | fran s/epoch | PyTorch s/epoch "
-        "| fran ≥ torch − 1 std |",
-        "|---|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]
-    for name, runs in results.items():
-        fa, fs = mean_std([r["test_accuracy"] for r in runs["fran"]])
-        ta, ts = mean_std([r["test_accuracy"] for r in runs["torch"]])
-        fsec = statistics.fmean(s for r in runs["fran"] for s in r["epoch_seconds"])
-        tsec = statistics.fmean(s for r in runs["torch"] for s in r["epoch_seconds"])
-        ok = "yes" if fa >= ta - ts else "**no**"
-        lines.append(
-            f"| `{name}` | {100 * fa:.2f}% ± {100 * fs:.2f} | {100 * ta:.2f}% ± {100 * ts:.2f} "
-            f"| {fsec:.1f} | {tsec:.1f} | {ok} |"
-        )
+    lines += [table_row(name, runs) for name, runs in results.items()]
     print("\n".join(lines))
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}
     record["table"] = lines

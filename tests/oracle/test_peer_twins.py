@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
 
@@ -359,3 +360,27 @@ def test_both_hold_out_the_same_validation_images(monkeypatch):
         np.testing.assert_array_equal(mine["y"], theirs["y"])
         assert mine["batch"] == ex.EXAMPLE.batch_size
     assert len(peers.load_data("keras_mnist", 1000)["X"]) == 900
+
+
+def test_the_table_gives_standard_errors_and_the_gap_and_the_json_each_runs_load(
+    monkeypatch, tmp_path, capsys
+):
+    accs = {"fran": [0.97, 0.96, 0.98], "torch": [0.975, 0.965, 0.985]}
+
+    def fake_run(framework):
+        return lambda name, data, seed, epochs: (accs[framework][seed], [1.0] * epochs)
+
+    monkeypatch.setattr(peers, "load_data", lambda name, n: {})
+    monkeypatch.setattr(peers, "fran_run", fake_run("fran"))
+    monkeypatch.setattr(peers, "torch_run", fake_run("torch"))
+    monkeypatch.setattr(peers.os, "getloadavg", lambda: (1.234, 0.5, 0.25))
+    record = peers.main(["--only", "keras_mnist", "--threads", "1", "--out", str(tmp_path / "r")])
+    row = record["table"][-1]
+    # mean 97.00 / 97.50, std 1.00 for both, s.e. 1 / sqrt 3 = 0.58; the gap -0.5 / 1 std
+    assert row == (
+        "| `keras_mnist` | 97.00% ± 1.00 (s.e. 0.58) | 97.50% ± 1.00 (s.e. 0.58) | -0.50 std "
+        "| 1.0 | 1.0 | yes |"
+    )
+    assert row in capsys.readouterr().out
+    saved = json.loads((tmp_path / "r").read_text())
+    assert [r["load"] for r in saved["results"]["keras_mnist"]["fran"]] == [[1.23, 0.5, 0.25]] * 3
