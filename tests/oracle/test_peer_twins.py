@@ -19,7 +19,6 @@ rates and their semantics, and the validation split. The data are MNIST-shaped s
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -38,14 +37,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import peers  # noqa: E402  (benchmarks/ is on the path only now)
 
-dropout_layer = importlib.import_module("fran.layers.dropout")  # the module, not the class
-
 torch.set_num_threads(1)
 
 NAMES = peers.NETWORKS
 BATCH, N, EPOCHS = 16, 29, 3  # 2 steps per epoch (16 + 13 images), 6 steps in all
 TOL = 1e-8  # relative, in float64 (the measured differences are ~1e-14)
-WITH_PARAMS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
 
 
 # ---------------------------------------------------------------- helpers
@@ -67,101 +63,20 @@ def fran_model(name: str) -> fran.Model:
     return fran.init_weights(ex.build(), 28, 28, scheme="torch", seed=0, dtype=np.float64)
 
 
-def fran_parts(layers, params, state):
-    """(layer, params, state) of every layer with params, in order, residual branches f then g
-    (the order of the twin's modules())."""
-    for layer, p, s in zip(layers, params, state, strict=True):
-        if isinstance(layer, fran.residual):
-            yield from fran_parts(layer.layers, p["f"], s["f"])
-            if layer.shortcut is not None:
-                yield from fran_parts(layer.shortcut, p["g"], s["g"])
-        elif p:
-            yield layer, p, s
-
-
-def in_torch_layout(layer, p: dict) -> dict:
-    """A fran layer's params under the twin module's names and layouts."""
-    if isinstance(layer, fran.dense):
-        return {"weight": p["w"].T, "bias": p["b"]}  # fran x @ w (in, out); torch (out, in)
-    if isinstance(layer, fran.batchnorm):
-        return {"weight": p["gamma"], "bias": p["beta"]}
-    return {"weight": p["w"], "bias": p["b"]}  # conv: OIHW in both
-
-
-def pairs(model: fran.Model, net: nn.Module, params=None) -> list:
-    """[(fran layer, its params in torch layout, its state, the twin's module)], checked alike."""
-    mods = [m for m in net.modules() if isinstance(m, WITH_PARAMS)]
-    parts = list(fran_parts(model.spec.layers, params or model.params, model.state))
-    assert len(parts) == len(mods)
-    kinds = {fran.conv2d: nn.Conv2d, fran.dense: nn.Linear, fran.batchnorm: nn.BatchNorm2d}
-    out = []
-    for (layer, p, s), m in zip(parts, mods, strict=True):
-        assert isinstance(m, kinds[type(layer)]), (layer, m)
-        out.append((layer, in_torch_layout(layer, p), s, m))
-    return out
-
-
-def copy_into(model: fran.Model, net: nn.Module) -> None:
-    with torch.no_grad():
-        for layer, p, s, m in pairs(model, net):
-            for key, value in p.items():
-                assert getattr(m, key).shape == value.shape, (layer, key)
-                getattr(m, key).copy_(torch.from_numpy(np.array(value)))
-            if s:
-                m.running_mean.copy_(torch.from_numpy(np.array(s["mean"])))
-                m.running_var.copy_(torch.from_numpy(np.array(s["var"])))
-
-
-class FedDropout(nn.Module):
-    """Dropout applying, in training, the masks fran drew (in the order fran drew them)."""
-
-    def __init__(self, p: float, masks: list):
-        super().__init__()
-        self.p, self.masks = p, masks
-
-    def forward(self, x):
-        if not self.training:
-            return x
-        mask = torch.from_numpy(self.masks.pop(0))
-        assert mask.shape == x.shape
-        return x * mask
-
-
-def fran_rates(layers) -> list:
-    rates = []
-    for layer in layers:
-        if isinstance(layer, fran.residual):
-            rates += fran_rates(layer.layers + (layer.shortcut or ()))
-        elif isinstance(layer, fran.dropout):
-            rates.append(layer.rate)
-    return rates
+pairs = peers.twin_pairs  # [(fran layer, its params in torch layout, its state, the module)]
 
 
 def twin(name: str, model: fran.Model, masks: list) -> nn.Module:
-    """The PyTorch twin in float64 holding fran's params, its dropouts fed fran's masks."""
-    net = peers.TORCH_NETS[name]().double()
-    drops = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Dropout)]
-    assert [m.p for _, m in drops] == fran_rates(model.spec.layers)  # the same rates
-    for path, m in drops:
-        parent, _, child = path.rpartition(".")
-        setattr(net.get_submodule(parent), child, FedDropout(m.p, masks))
-    copy_into(model, net)
-    return net
+    """The PyTorch twin in float64 holding fran's params, its dropouts fed fran's masks; it
+    refuses (ValueError) a twin whose dropout rates differ from fran's."""
+    return peers.fed_twin(name, model, masks)
 
 
 @pytest.fixture
-def masks(monkeypatch) -> list:
+def masks() -> list:
     """The dropout masks (already scaled by 1 / (1 - rate)) fran draws, in order."""
-    drawn: list = []
-    original = dropout_layer._scaled_mask
-
-    def recording(spec, x, rng):
-        mask = original(spec, x, rng)
-        drawn.append(np.array(mask))
-        return mask
-
-    monkeypatch.setattr(dropout_layer, "_scaled_mask", recording)
-    return drawn
+    with peers.recorded_masks() as drawn:
+        yield drawn
 
 
 def rel(a, b, scale: float = 0.0) -> float:
@@ -384,3 +299,26 @@ def test_the_table_gives_standard_errors_and_the_gap_and_the_json_each_runs_load
     assert row in capsys.readouterr().out
     saved = json.loads((tmp_path / "r").read_text())
     assert [r["load"] for r in saved["results"]["keras_mnist"]["fran"]] == [[1.23, 0.5, 0.25]] * 3
+
+
+def test_a_twin_with_other_dropout_rates_is_refused(monkeypatch):
+    def other():
+        net = peers.torch_keras_mnist()
+        net[7] = nn.Dropout(0.4)
+        return net
+
+    monkeypatch.setitem(peers.TORCH_NETS, "keras_mnist", other)
+    with pytest.raises(ValueError, match="dropout rates differ"):
+        peers.fed_twin("keras_mnist", fran_model("keras_mnist"), [])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_paired_run_trains_both_alike(name):
+    """--paired: the twin from fran's params on fran's batches and masks, in float32, scores as
+    fran does (a tiny run: one epoch of 3 batches, the last partial)."""
+    ex = peers.MODULES[name].EXAMPLE
+    X, y = images(name, 2 * ex.batch_size + 5)
+    Xt, yt = images(name, 50, seed=1)
+    data = {"X": X.astype(np.float32), "y": y, "Xt": Xt.astype(np.float32), "yt": yt}
+    fran_acc, torch_acc = peers.paired_run(name, data | {"batch": ex.batch_size}, 0, 1)
+    assert fran_acc == torch_acc
