@@ -2,6 +2,7 @@
 
     python benchmarks/peers.py [--seeds 3] [--epochs 2] [--n-train 10000] [--threads 2]
                                [--only pytorch_mnist,keras_mnist,resnet_fmnist] [--out FILE.json]
+                               [--paired]
 
 For each network of examples/pytorch_mnist.py, keras_mnist.py and resnet_fmnist.py, trains fran
 (the example's own build(), optimizer and data loader) and its PyTorch twin below (same layers,
@@ -9,9 +10,17 @@ same optimizer and hyper-parameters, same batch size, same images, the same sche
 the same step) for --epochs epochs from seeds 0 .. seeds-1, alternating the frameworks run by run
 (fran seed 0, torch seed 0, fran seed 1, ...). Both start from PyTorch's default initialisation
 (fran: init_weights(..., scheme="torch")). Each run is scored once, after its last epoch, on all
-10,000 test images; the printed table gives test accuracy mean ± std (sample std over seeds) and
-seconds per training epoch (mean over all epochs of all seeds, test scoring excluded) for both.
-Each framework shuffles with its own generator, so the runs match in distribution, not bitwise.
+10,000 test images; the printed table gives test accuracy mean ± std (sample std over seeds) with
+its standard error (std / sqrt(seeds)), the gap fran − PyTorch in PyTorch's stds, and seconds
+per training epoch (mean over all epochs of all seeds, test scoring excluded) for both; the JSON
+(--out) also holds every run's accuracy, epoch seconds and load average (1, 5, 15 min) after it.
+Each framework shuffles with its own generator, so the runs match in distribution, not bitwise
+(tests/oracle/test_peer_twins.py checks that, fed the same batches, params and dropout masks in
+float64, each twin computes the same losses, gradients and steps as fran). --paired instead
+trains each seed's fran model and a twin holding its initial params side by side on the same
+batches with the same dropout masks (fran's, fed to the twin), in float32: their difference is
+then the frameworks' alone (rounding), without the seeds' spread, and the table gives its mean ±
+std over the seeds.
 Both get --threads threads: torch.set_num_threads and FRAN_NUM_THREADS (OpenBLAS left alone).
 """
 
@@ -34,13 +43,16 @@ if __name__ == "__main__":
     os.environ["FRAN_NUM_THREADS"] = _early_threads(sys.argv[1:])
 
 import argparse
+import contextlib
 import datetime
+import importlib
 import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -138,6 +150,121 @@ def torch_optimizer(name: str, params, steps_per_epoch: int, epochs: int):
     return opt, lr, ex.CLIP
 
 
+# ---------------------------------------------------------------- pairing a twin with a fran model
+
+
+WITH_PARAMS = (nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+KINDS = {fran.conv2d: nn.Conv2d, fran.dense: nn.Linear, fran.batchnorm: nn.BatchNorm2d}
+
+
+def fran_parts(layers, params, state):
+    """(layer, params, state) of every layer with params, in order, a residual's branches f then
+    g: the order of the twin's modules()."""
+    for layer, p, s in zip(layers, params, state, strict=True):
+        if isinstance(layer, fran.residual):
+            yield from fran_parts(layer.layers, p["f"], s["f"])
+            if layer.shortcut is not None:
+                yield from fran_parts(layer.shortcut, p["g"], s["g"])
+        elif p:
+            yield layer, p, s
+
+
+def in_torch_layout(layer, p: dict) -> dict:
+    """A fran layer's params (or gradients) under the twin module's names and layouts."""
+    if isinstance(layer, fran.dense):
+        return {"weight": p["w"].T, "bias": p["b"]}  # fran x @ w, w (in, out); torch (out, in)
+    if isinstance(layer, fran.batchnorm):
+        return {"weight": p["gamma"], "bias": p["beta"]}
+    return {"weight": p["w"], "bias": p["b"]}  # conv: OIHW in both
+
+
+def twin_pairs(model: fran.Model, net: nn.Module, params=None) -> list:
+    """[(fran layer, its params (or `params`, e.g. gradients) in torch layout, its state, the
+    twin's module)] for every layer with params; a ValueError if the two do not pair up."""
+    mods = [m for m in net.modules() if isinstance(m, WITH_PARAMS)]
+    parts = list(fran_parts(model.spec.layers, params or model.params, model.state))
+    if len(parts) != len(mods):
+        raise ValueError(f"{len(parts)} fran layers with params against {len(mods)} modules")
+    out = []
+    for (layer, p, s), m in zip(parts, mods, strict=True):
+        if not isinstance(m, KINDS[type(layer)]):
+            raise ValueError(f"{layer!r} paired with {m!r}")
+        out.append((layer, in_torch_layout(layer, p), s, m))
+    return out
+
+
+def copy_into(model: fran.Model, net: nn.Module) -> None:
+    """fran's params and batchnorm running statistics into the twin."""
+    with torch.no_grad():
+        for layer, p, s, m in twin_pairs(model, net):
+            for key, value in p.items():
+                if getattr(m, key).shape != value.shape:
+                    raise ValueError(f"{layer!r} {key}: {value.shape} against {m!r}")
+                getattr(m, key).copy_(torch.from_numpy(np.array(value)))
+            if s:
+                m.running_mean.copy_(torch.from_numpy(np.array(s["mean"])))
+                m.running_var.copy_(torch.from_numpy(np.array(s["var"])))
+
+
+class FedDropout(nn.Module):
+    """Dropout that applies, in training, the masks fran drew (taken in the order drawn)."""
+
+    def __init__(self, p: float, masks: list):
+        super().__init__()
+        self.p, self.masks = p, masks
+
+    def forward(self, x):
+        if not self.training:
+            return x
+        mask = torch.from_numpy(self.masks.pop(0))
+        if mask.shape != x.shape:
+            raise ValueError(f"dropout mask {tuple(mask.shape)} for input {tuple(x.shape)}")
+        return x * mask
+
+
+def dropout_rates(layers) -> list:
+    """fran's dropout rates in order, inside residual blocks too."""
+    rates = []
+    for layer in layers:
+        if isinstance(layer, fran.residual):
+            rates += dropout_rates(layer.layers + (layer.shortcut or ()))
+        elif isinstance(layer, fran.dropout):
+            rates.append(layer.rate)
+    return rates
+
+
+def fed_twin(name: str, model: fran.Model, masks: list) -> nn.Module:
+    """The PyTorch twin in the model's dtype holding fran's params, its dropouts (of fran's
+    rates, else a ValueError) fed the masks fran draws (see recorded_masks)."""
+    net = TORCH_NETS[name]().to(torch.from_numpy(np.zeros(0, model.dtype)).dtype)
+    drops = [(path, m) for path, m in net.named_modules() if isinstance(m, nn.Dropout)]
+    if [m.p for _, m in drops] != dropout_rates(model.spec.layers):
+        raise ValueError(f"{name}: the twin's dropout rates differ from fran's")
+    for path, m in drops:
+        parent, _, child = path.rpartition(".")
+        setattr(net.get_submodule(parent), child, FedDropout(m.p, masks))
+    copy_into(model, net)
+    return net
+
+
+@contextlib.contextmanager
+def recorded_masks():
+    """A list that receives every dropout mask fran draws (scaled by 1 / (1 - rate)), in order."""
+    module = importlib.import_module("fran.layers.dropout")  # the module, not the layer class
+    original, drawn = module._scaled_mask, []
+
+    def recording(spec, x, rng):
+        mask = original(spec, x, rng)
+        drawn.append(np.array(mask))
+        return mask
+
+    module._scaled_mask = recording
+    try:
+        yield drawn
+    finally:
+        module._scaled_mask = original
+
+
 # ---------------------------------------------------------------- data and runs
 
 
@@ -167,31 +294,40 @@ def fran_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, list
     return float(fran.evaluate_nn(model, data["Xt"], data["yt"])["accuracy"]), seconds
 
 
+def torch_epoch(net, opt, lr, clip, X, y, order, batch: int, step: int) -> tuple[int, list]:
+    """One training epoch of the twin over X[order] in batches of `batch` (the last may be
+    smaller), the rate set to lr(step) before each step; (the step count after it, the losses)."""
+    loss_fn = nn.CrossEntropyLoss()
+    net.train()
+    losses = []
+    for i in range(0, len(X), batch):
+        idx = order[i : i + batch]
+        if lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr(step)
+        opt.zero_grad()
+        loss = loss_fn(net(X[idx]), y[idx])
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(net.parameters(), clip)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+    return step, losses
+
+
 def torch_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, list[float]]:
     torch.manual_seed(seed)
     net = TORCH_NETS[name]()
     X, y = torch.from_numpy(data["X"]), torch.from_numpy(data["y"]).long()
     steps = -(-len(X) // data["batch"])
     opt, lr, clip = torch_optimizer(name, net.parameters(), steps, epochs)
-    loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     step, seconds = 0, []
     for _ in range(epochs):
-        net.train()
         t0 = time.perf_counter()
         perm = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), data["batch"]):
-            idx = perm[i : i + data["batch"]]
-            if lr is not None:
-                for group in opt.param_groups:
-                    group["lr"] = lr(step)
-            opt.zero_grad()
-            loss = loss_fn(net(X[idx]), y[idx])
-            loss.backward()
-            if clip is not None:
-                nn.utils.clip_grad_norm_(net.parameters(), clip)
-            opt.step()
-            step += 1
+        step, _ = torch_epoch(net, opt, lr, clip, X, y, perm, data["batch"], step)
         seconds.append(time.perf_counter() - t0)
     net.eval()
     with torch.no_grad():
@@ -200,8 +336,98 @@ def torch_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, lis
     return float((pred.numpy() == data["yt"]).mean()), seconds
 
 
+def paired_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, float]:
+    """fran (seed `seed`) and its twin holding fran's initial params, trained step by step on the
+    same batches (train_nn's shuffle) with the same dropout masks: only the frameworks' float32
+    rounding differs. (fran's test accuracy, the twin's.)"""
+    ex = MODULES[name].EXAMPLE
+    model = fran.init_weights(ex.build(), 28, 28, scheme="torch", seed=seed)
+    X, y, batch = data["X"], data["y"], data["batch"]
+    steps = -(-len(X) // batch)
+    optimizer = ex.optimizer(argparse.Namespace(lr=ex.lr, epochs=epochs), steps)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y).long()
+    with recorded_masks() as masks:
+        net = fed_twin(name, model, masks)
+        opt, lr, clip = torch_optimizer(name, net.parameters(), steps, epochs)
+        step = 0
+        for epoch in range(epochs):
+            order = np.random.default_rng([seed, epoch]).permutation(len(X))  # train_nn's
+            for i in range(0, len(X), batch):
+                idx = order[i : i + batch]
+                model, _ = fran.train_step(optimizer, fran.cross_entropy, model, (X[idx], y[idx]))
+                step, _ = torch_epoch(
+                    net, opt, lr, clip, Xt[idx], yt[idx], torch.arange(len(idx)), batch, step
+                )
+    net.eval()
+    with torch.no_grad():
+        Xte = torch.from_numpy(data["Xt"])
+        pred = torch.cat([net(Xte[i : i + 500]).argmax(1) for i in range(0, len(Xte), 500)])
+    fran_acc = float(fran.evaluate_nn(model, data["Xt"], data["yt"])["accuracy"])
+    return fran_acc, float((pred.numpy() == data["yt"]).mean())
+
+
+def paired_main(args, names: list[str]) -> dict:
+    results = {}
+    lines = [
+        f"paired runs: {args.epochs} epochs, {args.seeds} seeds, first {args.n_train} training "
+        "images; the twin starts from fran's params and gets fran's batches and dropout masks",
+        "",
+        "| network | fran test acc | PyTorch test acc | fran − PyTorch, paired |",
+        "|---|---|---|---|",
+    ]
+    for name in names:
+        data = load_data(name, args.n_train)
+        runs = []
+        for seed in range(args.seeds):
+            fa, ta = paired_run(name, data, seed, args.epochs)
+            load = [round(v, 2) for v in os.getloadavg()]
+            runs.append({"seed": seed, "fran": fa, "torch": ta, "load": load})
+            print(
+                f"{name:14s} paired seed {seed}: fran {100 * fa:.2f}%  torch {100 * ta:.2f}%  "
+                f"difference {100 * (fa - ta):+.2f}  (load {load[0]:.2f})",
+                flush=True,
+            )
+        fm, _ = mean_std([r["fran"] for r in runs])
+        tm, _ = mean_std([r["torch"] for r in runs])
+        dm, ds = mean_std([r["fran"] - r["torch"] for r in runs])
+        lines.append(
+            f"| `{name}` | {100 * fm:.2f}% | {100 * tm:.2f}% "
+            f"| {100 * dm:+.2f} ± {100 * ds:.2f} (s.e. {100 * ds / len(runs) ** 0.5:.2f}) |"
+        )
+        results[name] = runs
+    print("\n".join(lines))
+    return {"paired": results, "table": lines}
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+TABLE_HEAD = [
+    "| network | fran test acc | PyTorch test acc | gap | fran s/epoch | PyTorch s/epoch "
+    "| fran ≥ torch − 1 std |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
+def table_row(name: str, runs: dict) -> str:
+    """One network's row: each framework's test accuracy as mean ± sample std (s.e. = std /
+    sqrt(seeds)), the gap fran − PyTorch in units of PyTorch's std, seconds per epoch, and the
+    done-criterion (fran's mean ≥ PyTorch's mean − one PyTorch std)."""
+    cells = []
+    for framework in ("fran", "torch"):
+        accs = [r["test_accuracy"] for r in runs[framework]]
+        mean, std = mean_std(accs)
+        cells.append(
+            f"{100 * mean:.2f}% ± {100 * std:.2f} (s.e. {100 * std / len(accs) ** 0.5:.2f})"
+        )
+    fa, _ = mean_std([r["test_accuracy"] for r in runs["fran"]])
+    ta, ts = mean_std([r["test_accuracy"] for r in runs["torch"]])
+    gap = f"{(fa - ta) / ts:+.2f} std" if ts > 0 else "n/a"
+    fsec = statistics.fmean(s for r in runs["fran"] for s in r["epoch_seconds"])
+    tsec = statistics.fmean(s for r in runs["torch"] for s in r["epoch_seconds"])
+    ok = "yes" if fa >= ta - ts else "**no**"
+    return f"| `{name}` | {cells[0]} | {cells[1]} | {gap} | {fsec:.1f} | {tsec:.1f} | {ok} |"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -212,10 +438,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default=",".join(NETWORKS))
     p.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument(
+        "--paired",
+        action="store_true",
+        help="instead: paired runs (the twin from fran's params, on fran's batches and masks)",
+    )
     args = p.parse_args(argv)
     os.environ["FRAN_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
     names = [n for n in args.only.split(",") if n]
+    if args.paired:
+        record = paired_main(args, names)
+        record["args"] = {k: str(v) for k, v in vars(args).items()}
+        if args.out:
+            args.out.write_text(json.dumps(record, indent=1))
+        return record
     started = datetime.datetime.now(datetime.UTC)
     results = {}
     for name in names:
@@ -224,10 +461,13 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(args.seeds):
             for framework, fn in (("fran", fran_run), ("torch", torch_run)):
                 acc, secs = fn(name, data, seed, args.epochs)
-                runs[framework].append({"seed": seed, "test_accuracy": acc, "epoch_seconds": secs})
+                load = [round(v, 2) for v in os.getloadavg()]  # 1, 5 and 15 minutes, at the end
+                runs[framework].append(
+                    {"seed": seed, "test_accuracy": acc, "epoch_seconds": secs, "load": load}
+                )
                 print(
                     f"{name:14s} {framework:5s} seed {seed}: test acc {100 * acc:.2f}%  "
-                    f"{statistics.fmean(secs):.1f} s/epoch  (load {os.getloadavg()[0]:.2f})",
+                    f"{statistics.fmean(secs):.1f} s/epoch  (load {load[0]:.2f})",
                     flush=True,
                 )
         results[name] = runs
@@ -237,20 +477,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{platform.processor() or platform.machine()}, load average at the end "
         + " ".join(f"{v:.2f}" for v in os.getloadavg()),
         "",
-        "| network | fran test acc | PyTorch test acc | fran s/epoch | PyTorch s/epoch "
-        "| fran ≥ torch − 1 std |",
-        "|---|---|---|---|---|---|",
+        *TABLE_HEAD,
     ]
-    for name, runs in results.items():
-        fa, fs = mean_std([r["test_accuracy"] for r in runs["fran"]])
-        ta, ts = mean_std([r["test_accuracy"] for r in runs["torch"]])
-        fsec = statistics.fmean(s for r in runs["fran"] for s in r["epoch_seconds"])
-        tsec = statistics.fmean(s for r in runs["torch"] for s in r["epoch_seconds"])
-        ok = "yes" if fa >= ta - ts else "**no**"
-        lines.append(
-            f"| `{name}` | {100 * fa:.2f}% ± {100 * fs:.2f} | {100 * ta:.2f}% ± {100 * ts:.2f} "
-            f"| {fsec:.1f} | {tsec:.1f} | {ok} |"
-        )
+    lines += [table_row(name, runs) for name, runs in results.items()]
     print("\n".join(lines))
     record = {"args": {k: str(v) for k, v in vars(args).items()}, "results": results}
     record["table"] = lines

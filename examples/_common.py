@@ -26,16 +26,15 @@ try:
     from matplotlib.ticker import FuncFormatter, MaxNLocator
     from tqdm import tqdm
 except ModuleNotFoundError as exc:  # fran alone was installed, without the examples' extras
-    sys.exit(
-        f"error: the examples need matplotlib and tqdm ({exc}); install them with\n"
-        "    python3 -m pip install '.[examples]'    (from the fran checkout)"
-    )
+    MISSING_EXTRAS: ModuleNotFoundError | None = exc  # run() stops with how to install them;
+    # importing an example still works (its build() and optimizer(): benchmarks/peers.py)
+else:
+    MISSING_EXTRAS = None
+    matplotlib.use("Agg")  # files only, never a window (fine before any figure exists)
 
 import fran
 import fran.io
 import fran.tree
-
-matplotlib.use("Agg")  # files only, never a window (switching is fine before any figure exists)
 
 DIGITS = tuple(str(d) for d in range(10))
 FASHION = (
@@ -339,6 +338,11 @@ def metadata_for(example: Example, args, history: list[dict]) -> dict:
 
 def run(example: Example, argv: list[str] | None = None) -> dict:
     """Parse argv, train (or resume) to --epochs, write the reports; returns metrics.json's dict."""
+    if MISSING_EXTRAS is not None:
+        sys.exit(
+            f"error: the examples need matplotlib and tqdm ({MISSING_EXTRAS}); install them with\n"
+            "    python3 -m pip install '.[examples]'    (from the fran checkout)"
+        )
     args = parse_args(example, argv)
     say = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
     model, history = start(example, args, say)

@@ -108,6 +108,20 @@ def _input_shape(spec: network, m_in: int, n_in: int, channels: int) -> tuple:
         return vector
 
 
+def _with_scheme(spec, scheme: str):
+    """spec with weight_init=scheme on every layer that has none set, inside layers built of
+    layers too (a residual's branches), so a scheme reaches every weight."""
+    changes = {}
+    if getattr(spec, "weight_init", "absent") is None:
+        changes["weight_init"] = scheme
+    inner = {id(layer) for layer in engine.sublayers(spec)}
+    for field in attrs.fields(type(spec)) if inner else ():
+        value = getattr(spec, field.name)
+        if isinstance(value, tuple) and value and all(id(v) in inner for v in value):
+            changes[field.name] = tuple(_with_scheme(v, scheme) for v in value)
+    return attrs.evolve(spec, **changes) if changes else spec
+
+
 def init_weights(
     model,
     m_in: int,
@@ -147,13 +161,7 @@ def init_weights(
                 f"init_weights: unknown scheme {scheme!r}; known: "
                 f"{', '.join(_init.SCHEMES + tuple(_init.ALIASES))}"
             )
-        layers = [
-            attrs.evolve(layer, weight_init=scheme)
-            if getattr(layer, "weight_init", "absent") is None
-            else layer
-            for layer in spec.layers
-        ]
-        spec = attrs.evolve(spec, layers=layers)
+        spec = _with_scheme(spec, scheme)
     shape = _input_shape(spec, m_in, n_in, channels)
     params = engine.init(spec, shape, np.random.default_rng(seed), dtype=dtype)
     return Model(spec=spec, params=params, input_shape=shape, seed=int(seed), dtype=dtype)

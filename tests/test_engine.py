@@ -287,6 +287,22 @@ def test_layer_weight_init_wins_over_the_scheme():
     _check_std(model.params[1]["w"], (1 / FAN_OUT) ** 0.5, uniform=False)
 
 
+def test_the_scheme_reaches_the_layers_inside_a_residual_block():
+    """init_weights(scheme=...) sets every layer without a weight_init, those in a residual's
+    branches too (they kept fran's default, Glorot and zero biases, before)."""
+    block = fran.residual(
+        [conv2d(k=3, channels=16, padding=1), fran.batchnorm()],
+        shortcut=[conv2d(k=1, channels=16, weight_init="he_normal")],
+    )
+    model = init_weights(network([block, flatten(), dense(FAN_OUT)]), 8, 8, 8, scheme="torch")
+    f, g = model.spec.layers[0].layers, model.spec.layers[0].shortcut
+    assert f[0].weight_init == "torch" and g[0].weight_init == "he_normal"
+    w, b = model.params[0]["f"][0]["w"], model.params[0]["f"][0]["b"]
+    bound = (8 * 9) ** -0.5  # fan_in = C k k
+    assert 0.99 * bound < np.abs(w).max() <= bound and 0.9 * bound < np.abs(b).max() <= bound
+    assert not model.params[0]["g"][0]["b"].any()  # he_normal: zero biases, as its own says
+
+
 def test_unknown_scheme_lists_the_known_ones():
     with pytest.raises(ValueError) as info:
         init_weights(network([dense(3)]), 1, 4, scheme="orthogonal")
