@@ -125,16 +125,22 @@ def _step(trainer: Trainer, xb: torch.Tensor, tb: torch.Tensor) -> None:
     trainer.optimizer.step()
 
 
-def train_epoch(
-    trainer: Trainer, x: torch.Tensor, target: torch.Tensor, batch_size: int
-) -> Trainer:
-    """One epoch over a fresh shuffle; the last batch may be smaller (drop_last=False)."""
+def _epoch(trainer, x: torch.Tensor, target: torch.Tensor, batch_size: int, step):
+    """One epoch of step(trainer, xb, tb) over a fresh shuffle; the last batch may be smaller
+    (drop_last=False)."""
     trainer.model.train()
     order = torch.randperm(len(x), generator=trainer.generator)
     for start in range(0, len(x), batch_size):
         idx = order[start : start + batch_size]
-        _step(trainer, x[idx], target[idx])
+        step(trainer, x[idx], target[idx])
     return trainer
+
+
+def train_epoch(
+    trainer: Trainer, x: torch.Tensor, target: torch.Tensor, batch_size: int
+) -> Trainer:
+    """One epoch over a fresh shuffle; the last batch may be smaller (drop_last=False)."""
+    return _epoch(trainer, x, target, batch_size, _step)
 
 
 def warmup(trainer: Trainer, x: torch.Tensor, target: torch.Tensor, batch_size: int) -> Trainer:
@@ -202,12 +208,7 @@ def train_peer_epoch(
     trainer: PeerTrainer, x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> PeerTrainer:
     """One epoch over a fresh shuffle (the last batch may be smaller)."""
-    trainer.model.train()
-    order = torch.randperm(len(x), generator=trainer.generator)
-    for start in range(0, len(x), batch_size):
-        idx = order[start : start + batch_size]
-        _peer_step(trainer, x[idx], y[idx])
-    return trainer
+    return _epoch(trainer, x, y, batch_size, _peer_step)
 
 
 def warmup_peer(
