@@ -46,6 +46,14 @@ def _blocks(m: int, k: int, n: int, itemsize: int) -> int | None:
     return _block_columns(m, k, itemsize) or _piece(n, m * k)
 
 
+def _summed(parts: list) -> np.ndarray:
+    """The blocks' partial products added in block order, whichever thread computed them."""
+    out = parts[0]
+    for part in parts[1:]:
+        out += part
+    return out
+
+
 def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a (M, K) @ b (K, N), one block of columns of b at a time when it pays (see above)."""
     m, n = a.shape[0], b.shape[1]
@@ -67,13 +75,11 @@ def matmul_wide_t(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     block = _blocks(a.shape[0], b.shape[0], n, b.itemsize)
     if block is None or n <= block:
         return a @ b.T
-    parts = parallel.for_pieces(
-        lambda i: a[:, i : i + block] @ b[:, i : i + block].T, range(0, n, block)
+    return _summed(
+        parallel.for_pieces(
+            lambda i: a[:, i : i + block] @ b[:, i : i + block].T, range(0, n, block)
+        )
     )
-    out = parts[0]
-    for part in parts[1:]:  # in block order, whichever thread computed them
-        out += part
-    return out
 
 
 def matmul_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -97,8 +103,6 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     block = _piece(n, a.shape[1] * b.shape[1])
     if block is None or n <= block:
         return a.T @ b
-    parts = parallel.for_pieces(lambda i: a[i : i + block].T @ b[i : i + block], range(0, n, block))
-    out = parts[0]
-    for part in parts[1:]:
-        out += part
-    return out
+    return _summed(
+        parallel.for_pieces(lambda i: a[i : i + block].T @ b[i : i + block], range(0, n, block))
+    )
