@@ -1,13 +1,14 @@
 """The three peer-model examples trained by fran and by PyTorch, side by side, several seeds.
 
-    python benchmarks/peers.py [--seeds 3] [--epochs 2] [--n-train 10000] [--threads 2]
+    python benchmarks/peers.py [--seeds 3] [--epochs N] [--n-train 10000] [--threads 2]
                                [--only pytorch_mnist,keras_mnist,resnet_fmnist] [--out FILE.json]
                                [--paired]
 
 For each network of examples/pytorch_mnist.py, keras_mnist.py and resnet_fmnist.py, trains fran
 (the example's own build(), optimizer and data loader) and its PyTorch twin below (same layers,
 same optimizer and hyper-parameters, same batch size, same images, the same schedule evaluated at
-the same step) for --epochs epochs from seeds 0 .. seeds-1, alternating the frameworks run by run
+the same step) for --epochs epochs (default: each example's own default, 5, 10 and 5, so the
+bench runs the work the examples' own table shows) from seeds 0 .. seeds-1, alternating the frameworks run by run
 (fran seed 0, torch seed 0, fran seed 1, ...). Both start from PyTorch's default initialisation
 (fran: init_weights(..., scheme="torch")). Each run is scored once, after its last epoch, on all
 10,000 test images; the printed table gives test accuracy mean ± std (sample std over seeds) with
@@ -369,7 +370,7 @@ def paired_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, fl
 def paired_main(args, names: list[str]) -> dict:
     results = {}
     lines = [
-        f"paired runs: {args.epochs} epochs, {args.seeds} seeds, first {args.n_train} training "
+        f"paired runs: {epochs_text(args)}, {args.seeds} seeds, first {args.n_train} training "
         "images; the twin starts from fran's params and gets fran's batches and dropout masks",
         "",
         "| network | fran test acc | PyTorch test acc | fran − PyTorch, paired |",
@@ -379,7 +380,7 @@ def paired_main(args, names: list[str]) -> dict:
         data = load_data(name, args.n_train)
         runs = []
         for seed in range(args.seeds):
-            fa, ta = paired_run(name, data, seed, args.epochs)
+            fa, ta = paired_run(name, data, seed, epochs_of(name, args))
             load = [round(v, 2) for v in os.getloadavg()]
             runs.append({"seed": seed, "fran": fa, "torch": ta, "load": load})
             print(
@@ -399,14 +400,23 @@ def paired_main(args, names: list[str]) -> dict:
     return {"paired": results, "table": lines}
 
 
+def epochs_of(name: str, args) -> int:
+    """--epochs, or the example's own default."""
+    return args.epochs or MODULES[name].EXAMPLE.epochs
+
+
+def epochs_text(args) -> str:
+    return f"{args.epochs} epochs" if args.epochs else "each example's default epochs"
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 TABLE_HEAD = [
-    "| network | fran test acc | PyTorch test acc | gap | fran s/epoch | PyTorch s/epoch "
+    "| network | epochs | fran test acc | PyTorch test acc | gap | fran s/epoch | PyTorch s/epoch "
     "| fran ≥ torch − 1 std |",
-    "|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|",
 ]
 
 
@@ -427,13 +437,16 @@ def table_row(name: str, runs: dict) -> str:
     fsec = statistics.fmean(s for r in runs["fran"] for s in r["epoch_seconds"])
     tsec = statistics.fmean(s for r in runs["torch"] for s in r["epoch_seconds"])
     ok = "yes" if fa >= ta - ts else "**no**"
-    return f"| `{name}` | {cells[0]} | {cells[1]} | {gap} | {fsec:.1f} | {tsec:.1f} | {ok} |"
+    epochs = len(runs["fran"][0]["epoch_seconds"])
+    return f"| `{name}` | {epochs} | {cells[0]} | {cells[1]} | {gap} | {fsec:.1f} | {tsec:.1f} | {ok} |"
 
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument(
+        "--epochs", type=int, default=None, help="default: each example's own (5, 10, 5)"
+    )
     p.add_argument("--n-train", type=int, default=10000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default=",".join(NETWORKS))
@@ -460,7 +473,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = {"fran": [], "torch": []}
         for seed in range(args.seeds):
             for framework, fn in (("fran", fran_run), ("torch", torch_run)):
-                acc, secs = fn(name, data, seed, args.epochs)
+                acc, secs = fn(name, data, seed, epochs_of(name, args))
                 load = [round(v, 2) for v in os.getloadavg()]  # 1, 5 and 15 minutes, at the end
                 runs[framework].append(
                     {"seed": seed, "test_accuracy": acc, "epoch_seconds": secs, "load": load}
@@ -472,7 +485,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
         results[name] = runs
     lines = [
-        f"{args.epochs} epochs, {args.seeds} seeds, first {args.n_train} training images, "
+        f"{epochs_text(args)}, {args.seeds} seeds, first {args.n_train} training images, "
         f"all 10,000 test images, {args.threads} threads; {started:%Y-%m-%d %H:%M} UTC, "
         f"{platform.processor() or platform.machine()}, load average at the end "
         + " ".join(f"{v:.2f}" for v in os.getloadavg()),

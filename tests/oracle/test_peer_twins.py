@@ -293,7 +293,7 @@ def test_the_table_gives_standard_errors_and_the_gap_and_the_json_each_runs_load
     row = record["table"][-1]
     # mean 97.00 / 97.50, std 1.00 for both, s.e. 1 / sqrt 3 = 0.58; the gap -0.5 / 1 std
     assert row == (
-        "| `keras_mnist` | 97.00% ± 1.00 (s.e. 0.58) | 97.50% ± 1.00 (s.e. 0.58) | -0.50 std "
+        "| `keras_mnist` | 10 | 97.00% ± 1.00 (s.e. 0.58) | 97.50% ± 1.00 (s.e. 0.58) | -0.50 std "
         "| 1.0 | 1.0 | yes |"
     )
     assert row in capsys.readouterr().out
