@@ -9,6 +9,10 @@ inference: xh = (x - mean_r) / sqrt(var_r + eps),  y = gamma xh + beta
 vjp (training, n values per channel, g = gamma dy):
     dx = (g - mean g - xh mean(g xh)) / sqrt(var + eps),  dgamma = sum dy xh,  dbeta = sum dy
 vjp (inference): dx = g / sqrt(var_r + eps), the same dgamma and dbeta.
+Computed per channel c as affine maps of x - mu, with a = gamma / sqrt(var + eps) (fewer passes
+over the batch than the formulas as written, the same values):
+    y = a (x - mu) + beta,   dgamma = sum dy (x - mu) / sqrt(var + eps),
+    dx = a dy - a mean dy - a mean(dy (x - mu)) (x - mu) / (var + eps)    (training)
 Params: {"gamma": ones(C), "beta": zeros(C)}; state: {"mean": zeros(C), "var": ones(C)}.
 """
 
@@ -55,12 +59,9 @@ def init_state(spec, shape):
     return {"mean": np.zeros(shape[0]), "var": np.ones(shape[0])}
 
 
-def _axes(x):
-    return (0, 2, 3) if x.ndim == 4 else (0,)
-
-
-def _per_channel(v, x):
-    return v.reshape((1, -1, 1, 1) if x.ndim == 4 else (1, -1))
+def _sum_products(a, b):
+    """sum over samples and pixels of a * b, per channel: (N, C, P) x (N, C, P) -> (C,)."""
+    return np.einsum("ncp,ncp->c", a, b)
 
 
 def apply(spec, params, x, *, training, state):
@@ -69,39 +70,42 @@ def apply(spec, params, x, *, training, state):
 
 
 def vjp(spec, params, x, *, training, state):
-    axes = _axes(x)
-    n = x.size // x.shape[1]
+    N, C = x.shape[:2]
+    xr = x.reshape(N, C, -1)  # (N, C, pixels); a view for conv outputs and dense inputs
+    n = N * xr.shape[2]
+    if training and n < 2:
+        raise ValueError(
+            f"{spec!r}: expected more than 1 value per channel when training, got input "
+            f"of shape {x.shape}"
+        )
+    dtype = x.dtype
+    gamma, beta = params["gamma"].astype(dtype), params["beta"].astype(dtype)
     if training:
-        if n < 2:
-            raise ValueError(
-                f"{spec!r}: expected more than 1 value per channel when training, got input "
-                f"of shape {x.shape}"
-            )
-        mu = x.mean(axis=axes)
-        centred = x - _per_channel(mu, x)
-        var = np.mean(centred * centred, axis=axes)
+        mu = xr.mean(axis=(0, 2))
+        centred = xr - mu[:, None]
+        var = _sum_products(centred, centred) / n
         m = spec.momentum
         state = {
             "mean": (1 - m) * state["mean"] + m * mu,
             "var": (1 - m) * state["var"] + m * var * (n / (n - 1)),
         }
     else:
-        centred = x - _per_channel(state["mean"], x)
-        var = state["var"]
-    inv = _per_channel((1 / np.sqrt(var + spec.eps)).astype(x.dtype), x)
-    xh = centred * inv
-    y = xh * _per_channel(params["gamma"], x) + _per_channel(params["beta"], x)
+        centred, var = xr - state["mean"].astype(dtype)[:, None], state["var"]
+    inv = (1 / np.sqrt(var + spec.eps)).astype(dtype)
+    a = inv * gamma
+    y = centred * a[:, None]
+    y += beta[:, None]
 
     def pullback(dy):
-        grads = {"gamma": (dy * xh).sum(axis=axes), "beta": dy.sum(axis=axes)}
-        g = dy * _per_channel(params["gamma"], x)
-        if training:
-            mean_g = _per_channel(g.mean(axis=axes), x)
-            mean_gxh = _per_channel((g * xh).mean(axis=axes), x)
-            g = g - mean_g - xh * mean_gxh
-        return grads, g * inv
+        dyr = dy.reshape(N, C, -1)
+        sum_dy, sum_dyc = dyr.sum(axis=(0, 2)), _sum_products(dyr, centred)
+        dx = dyr * a[:, None]
+        if training:  # dx = a (dy - mean dy - mean(dy (x - mu)) (x - mu) / (var + eps))
+            dx -= (a * sum_dy / n)[:, None]
+            dx -= centred * (a * inv * inv * sum_dyc / n)[:, None]
+        return {"gamma": inv * sum_dyc, "beta": sum_dy}, dx.reshape(x.shape)
 
-    return y, pullback, {k: v.astype(x.dtype, copy=False) for k, v in state.items()}
+    return y.reshape(x.shape), pullback, {k: v.astype(dtype, copy=False) for k, v in state.items()}
 
 
 registry.register(
