@@ -7,10 +7,10 @@
 For each network of examples/pytorch_mnist.py, keras_mnist.py and resnet_fmnist.py, trains fran
 (the example's own build(), optimizer and data loader) and its PyTorch twin below (same layers,
 same optimizer and hyper-parameters, same batch size, same images, the same schedule evaluated at
-the same step) for --epochs epochs (default: each example's own default, 5, 10 and 5, so the
-bench runs the work the examples' own table shows) from seeds 0 .. seeds-1, alternating the frameworks run by run
-(fran seed 0, torch seed 0, fran seed 1, ...). Both start from PyTorch's default initialisation
-(fran: init_weights(..., scheme="torch")). Each run is scored once, after its last epoch, on all
+the same step) for --epochs epochs (default: each example's own default, so that the bench runs
+the work the examples' own table shows) from seeds 0 .. seeds-1, alternating the frameworks run
+by run (fran seed 0, torch seed 0, fran seed 1, ...). Both start from PyTorch's default
+initialisation (fran: init_weights(..., scheme="torch")). Each run is scored once, after its last epoch, on all
 10,000 test images; the printed table gives test accuracy mean ± std (sample std over seeds) with
 its standard error (std / sqrt(seeds)), the gap fran − PyTorch in PyTorch's stds, and seconds
 per training epoch (mean over all epochs of all seeds, test scoring excluded) for both; the JSON
@@ -444,9 +444,8 @@ def table_row(name: str, runs: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument(
-        "--epochs", type=int, default=None, help="default: each example's own (5, 10, 5)"
-    )
+    own = ", ".join(f"{n} {MODULES[n].EXAMPLE.epochs}" for n in NETWORKS)
+    p.add_argument("--epochs", type=int, default=None, help=f"default: each example's own ({own})")
     p.add_argument("--n-train", type=int, default=10000)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default=",".join(NETWORKS))
