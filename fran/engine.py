@@ -6,6 +6,14 @@ left fold threading x and each layer's state; vjp is a left fold that collects p
 pullback a right fold that threads the cotangent backwards and gathers each layer's gradients
 into a tuple. The fold gives each layer only what it declared (fran.registry): its mode, a
 Generator spawned for its position from the caller's key, its own state.
+
+The fold's building blocks are public, for layers built of layers (fran.layers.residual, a
+plugin's block) and for fran.io and fran.model: `layer_shapes`, `spawn`, `serial_init`,
+`serial_init_state`, `serial_param_shapes`, `serial_state_shapes`, `serial_apply`, `serial_vjp`,
+and one layer's `layer_init`, `layer_init_state`, `layer_apply`, `layer_vjp`, `pull`.
+`param_shapes` and `state_shapes` report a spec's trees without allocating them: their leaves
+are zero-stride, read-only arrays of the right shape and dtype (a "shape-only" tree), so that
+`check_params` can check a caller's params on every call.
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ def init(spec, shape, rng=0, dtype=np.float32):
     """
     shape = _check_shape("fran.init", spec, shape)
     dtype = _check_dtype("fran.init", dtype)
-    params = registry.rules_for(spec).init(spec, shape, as_generator(rng))
+    params = layer_init(spec, shape, as_generator(rng))
     return freeze(tree_map(lambda a: np.array(a, dtype=dtype), params))
 
 
@@ -100,14 +108,103 @@ def init_state(spec, shape, dtype=np.float32):
     """Fresh, read-only state for `spec` on per-sample input `shape`: running statistics and the
     like ({} for a layer without state; a tuple of them for a network)."""
     shape = _check_shape("fran.init_state", spec, shape)
-    state = _init_state(spec, shape)
+    state = layer_init_state(spec, shape)
     dtype = _check_dtype("fran.init_state", dtype)
     return freeze(tree_map(lambda a: np.array(a, dtype=dtype), state))
 
 
-def _init_state(spec, shape):
+def layer_init(spec, shape, rng):
+    """A layer's raw params (float64 as its init drew them) for per-sample `shape`."""
+    return registry.rules_for(spec).init(spec, shape, rng)
+
+
+def layer_init_state(spec, shape):
+    """A layer's raw state for per-sample `shape` ({} for a layer without state)."""
     rules = registry.rules_for(spec)
     return {} if rules.init_state is None else rules.init_state(spec, shape)
+
+
+def shape_only(shape, dtype=np.float64) -> np.ndarray:
+    """A read-only array of `shape` and `dtype` that allocates nothing (one zero, zero strides)."""
+    return np.broadcast_to(np.zeros((), dtype), tuple(int(n) for n in shape))
+
+
+def _as_shape_only(tree, dtype):
+    """A rule's shapes (a tree whose leaves are shape tuples or arrays) as a shape-only tree."""
+    if isinstance(tree, dict):
+        return {k: _as_shape_only(v, dtype) for k, v in tree.items()}
+    if isinstance(tree, tuple) and all(
+        isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in tree
+    ):
+        return shape_only(tree, dtype)
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_as_shape_only(v, dtype) for v in tree)
+    return shape_only(np.shape(tree), dtype)
+
+
+class _ShapeOnlyRng:
+    """A stand-in Generator for a layer without a param_shapes rule: its draws are zero-stride
+    views, so running its init costs no memory for what it draws; any other method is real."""
+
+    def __init__(self):
+        self._real = np.random.default_rng(0)
+
+    def _view(self, size):
+        return self._real.random() if size is None else np.broadcast_to(np.float64(0.0), size)
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        return self._view(size)
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        return self._view(size)
+
+    def standard_normal(self, size=None, *args, **kwargs):
+        return self._view(size)
+
+    def random(self, size=None, *args, **kwargs):
+        return self._view(size)
+
+    def spawn(self, n: int) -> list:
+        return [_ShapeOnlyRng() for _ in range(n)]
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def layer_param_shapes(spec, shape, dtype=np.float64):
+    """A layer's params as a shape-only tree: its param_shapes rule, or else its init run on a
+    Generator whose draws are zero-stride views (a real one if the layer cannot take that)."""
+    rules = registry.rules_for(spec)
+    if rules.param_shapes is not None:
+        return _as_shape_only(rules.param_shapes(spec, shape), dtype)
+    try:
+        params = rules.init(spec, shape, _ShapeOnlyRng())
+    except (MemoryError, OverflowError):
+        raise
+    except Exception:  # an init that writes into its draws or needs a real Generator
+        params = rules.init(spec, shape, np.random.default_rng(0))
+    return _as_shape_only(params, dtype)
+
+
+def layer_state_shapes(spec, shape, dtype=np.float64):
+    """A layer's state as a shape-only tree: its state_shapes rule, or else its init_state's."""
+    rules = registry.rules_for(spec)
+    if rules.state_shapes is not None:
+        return _as_shape_only(rules.state_shapes(spec, shape), dtype)
+    return _as_shape_only(layer_init_state(spec, shape), dtype)
+
+
+def param_shapes(spec, shape, dtype=np.float32):
+    """The params tree `fran.init(spec, shape, dtype=dtype)` would give, without allocating it:
+    the same structure, each leaf a read-only zero-stride array of the same shape and dtype."""
+    shape = _check_shape("fran.param_shapes", spec, shape)
+    return layer_param_shapes(spec, shape, _check_dtype("fran.param_shapes", dtype))
+
+
+def state_shapes(spec, shape, dtype=np.float32):
+    """The state tree `fran.init_state(spec, shape, dtype)` would give, as a shape-only tree."""
+    shape = _check_shape("fran.state_shapes", spec, shape)
+    return layer_state_shapes(spec, shape, _check_dtype("fran.state_shapes", dtype))
 
 
 def as_rng(key):
@@ -124,11 +221,13 @@ def as_rng(key):
 
 
 def _options(rules, spec, state, rng, training) -> dict:
-    """The keywords a layer declared at registration, and only those."""
+    """The keywords a layer declared at registration, and only those (for a combinator: those
+    some layer inside it needs, fran.registry.capabilities)."""
     kw = {}
-    if rules.has_modes:
+    wants = registry.capabilities(spec) if rules.combinator else rules
+    if wants.has_modes:
         kw["training"] = training
-    if rules.needs_rng:
+    if wants.needs_rng:
         kw["rng"] = rng
     if rules.init_state is not None:
         if state is None and not sublayers(spec):  # a network or block folds None down
@@ -172,18 +271,92 @@ def _takes_input_grad(fn) -> bool:
     return "input_grad" in inspect.signature(fn).parameters
 
 
+_NO_STATE = object()
+
+
+def check_params(fn: str, spec, params, shape, *, state=_NO_STATE) -> None:
+    """Raise a ValueError naming fn, the layer (its position and spec) and the expected and found
+    key or shape if params (or state, when given and not None) do not fit spec on samples of
+    `shape`. The expected trees are shape-only (param_shapes) and cached per (spec, shape), so a
+    call costs a walk over the leaves."""
+    for what, tree in (("params", params), ("state", state)):
+        if tree is _NO_STATE or (what == "state" and tree is None):
+            continue
+        try:
+            expected = _expected_trees(spec, tuple(shape))
+        except TypeError:  # an unhashable spec: derived afresh
+            expected = _expected_trees.__wrapped__(spec, tuple(shape))
+        found = _mismatch(expected[what == "state"], tree, ())
+        if found is not None:
+            raise ValueError(_mismatch_message(fn, what, spec, shape, *found)) from None
+
+
+@functools.lru_cache(maxsize=256)
+def _expected_trees(spec, shape):
+    return layer_param_shapes(spec, shape), layer_state_shapes(spec, shape)
+
+
+def _mismatch(expected, found, path):
+    """(path, expected, found) at the first place found differs from the shape-only tree."""
+    if isinstance(expected, dict):
+        if not isinstance(found, dict) or found.keys() != expected.keys():
+            return path, f"a dict with keys {sorted(expected)}", _describe(found)
+        for k, v in expected.items():
+            where = _mismatch(v, found[k], (*path, k))
+            if where is not None:
+                return where
+        return None
+    if isinstance(expected, tuple):
+        if not isinstance(found, (tuple, list)) or len(found) != len(expected):
+            return path, f"a tuple of {len(expected)}", _describe(found)
+        for i, (v, f) in enumerate(zip(expected, found, strict=True)):
+            where = _mismatch(v, f, (*path, i))
+            if where is not None:
+                return where
+        return None
+    if not isinstance(found, np.ndarray) or found.dtype.kind != "f":
+        return path, f"a float array of shape {expected.shape}", _describe(found)
+    if found.shape != expected.shape:
+        return path, f"shape {expected.shape}", f"shape {found.shape}"
+    return None
+
+
+def _describe(tree) -> str:
+    if isinstance(tree, dict):
+        return f"a dict with keys {sorted(tree)}"
+    if isinstance(tree, (tuple, list)):
+        return f"a {type(tree).__name__} of {len(tree)}"
+    if isinstance(tree, np.ndarray):
+        return f"an array of dtype {tree.dtype} and shape {tree.shape}"
+    return repr(tree) if tree is None else type(tree).__name__
+
+
+def _mismatch_message(fn, what, spec, shape, path, expected, found) -> str:
+    name = what + "".join(f"[{p!r}]" for p in path)
+    if isinstance(spec, network) and path:
+        layer = f"layer {path[0]} ({spec.layers[path[0]]!r})"
+    else:
+        layer = f"the layer {spec!r}" if not isinstance(spec, network) else "the network"
+    return (
+        f"{fn}: {name} of {layer} must be {expected} for samples of shape {tuple(shape)}, "
+        f"found {found}"
+    )
+
+
 def apply(spec, params, x, *, state=None, key=None, training=False):
     """The output for a batch x; `training` picks the mode, `key` seeds any randomness.
 
     A layer with state (batch norm) reads `state`; in training its updated state is dropped
     here: use apply_with_state to keep it."""
     x = _check_x("fran.apply", spec, x)
+    check_params("fran.apply", spec, params, x.shape[1:], state=state)
     return layer_apply(spec, params, x, state, as_rng(key), bool(training))[0]
 
 
 def apply_with_state(spec, params, x, *, state=None, key=None, training=False):
     """(y, new state): apply that also returns the state the layers updated."""
     x = _check_x("fran.apply_with_state", spec, x)
+    check_params("fran.apply_with_state", spec, params, x.shape[1:], state=state)
     return layer_apply(spec, params, x, state, as_rng(key), bool(training))
 
 
@@ -191,47 +364,34 @@ def vjp(spec, params, x, *, state=None, key=None, training=False):
     """(y, pullback), pullback(gy) -> (gparams, gx), in either mode (inference by default: a
     trained model's gradient with respect to its input, for saliency maps)."""
     x = _check_x("fran.vjp", spec, x)
+    check_params("fran.vjp", spec, params, x.shape[1:], state=state)
     return layer_vjp(spec, params, x, state, as_rng(key), bool(training))[:2]
 
 
 def vjp_with_state(spec, params, x, *, state=None, key=None, training=False):
     """(y, pullback, new state)."""
     x = _check_x("fran.vjp_with_state", spec, x)
+    check_params("fran.vjp_with_state", spec, params, x.shape[1:], state=state)
     return layer_vjp(spec, params, x, state, as_rng(key), bool(training))
 
 
-def sublayers(spec) -> tuple:
-    """The layer specs held in spec's attrs fields (a network's layers, a residual's branches)."""
-    found = []
-    for field in attrs.fields(type(spec)) if attrs.has(type(spec)) else ():
-        value = getattr(spec, field.name)
-        for v in value if isinstance(value, tuple) else (value,):
-            if attrs.has(type(v)) and type(v) in registry._BY_TYPE:
-                found.append(v)
-    return tuple(found)
+sublayers = registry.sublayers
 
 
-def declares(spec, capability: str) -> bool:
-    """Whether spec, or for a layer built of layers any layer inside it, declared a capability
-    ("has_modes", "needs_rng", "init_state" or "batchwise") at registration."""
-    inner = sublayers(spec)
-    if inner:
-        return any(declares(s, capability) for s in inner)
-    value = getattr(registry.rules_for(spec), capability)
-    return value is not None if capability == "init_state" else bool(value)
-
-
-@functools.lru_cache(maxsize=256)
 def whole_batch(spec) -> bool:
-    """Whether training must see the batch whole: some layer inside is random, stateful or
-    batchwise (cutting the batch would change its numbers with the thread count)."""
-    return any(declares(spec, c) for c in ("needs_rng", "batchwise", "init_state"))
+    """Whether training must see the batch whole: some layer inside is not declared per sample,
+    or is random or stateful (cutting the batch would change its numbers with the thread count)."""
+    return not registry.capabilities(spec).cut_in_training
 
 
-@functools.lru_cache(maxsize=256)
+def whole_batch_inference(spec) -> bool:
+    """Whether inference must see each batch whole: some layer inside is not per sample there."""
+    return not registry.capabilities(spec).cut_in_inference
+
+
 def random(spec) -> bool:
     """Whether some layer inside spec draws random numbers in training (needs a key)."""
-    return declares(spec, "needs_rng")
+    return registry.capabilities(spec).needs_rng
 
 
 def _check_layers(instance, attribute, layers) -> None:
@@ -259,10 +419,11 @@ class network:
     step: int = attrs.field(default=0, validator=non_negative_int, eq=False)
 
 
-def _shapes(spec: network, shape: tuple) -> list[tuple]:
-    """Per-sample shapes [input, after layer 0, after layer 1, ...]; errors name the layer."""
+def layer_shapes(layers, shape: tuple) -> list[tuple]:
+    """Per-sample shapes [input, after layer 0, after layer 1, ...] of a sequence of layers;
+    an error names the layer that cannot take its input."""
     shapes = [tuple(shape)]
-    for i, layer in enumerate(spec.layers):
+    for i, layer in enumerate(layers):
         try:
             shapes.append(output_shape(layer, shapes[-1]))
         except ValueError as exc:
@@ -272,33 +433,48 @@ def _shapes(spec: network, shape: tuple) -> list[tuple]:
     return shapes
 
 
-def _net_output_shape(spec, shape):
-    return _shapes(spec, shape)[-1]
+def spawn(rng, n: int) -> list:
+    """n independent Generators from rng (one per layer position), or n Nones without one."""
+    return rng.spawn(n) if rng is not None else [None] * n
 
 
-def _net_init(spec, shape, rng):
-    shapes = _shapes(spec, shape)
-    rngs = rng.spawn(len(spec.layers))
+def serial_init(layers, shape, rng) -> tuple:
+    """The raw params of a sequence of layers: each layer's init on its input shape, with a
+    Generator spawned for its position."""
+    shapes = layer_shapes(layers, shape)
     return tuple(
-        registry.rules_for(layer).init(layer, s, r)
-        for layer, s, r in zip(spec.layers, shapes[:-1], rngs, strict=True)
+        layer_init(layer, s, r)
+        for layer, s, r in zip(layers, shapes[:-1], rng.spawn(len(layers)), strict=True)
     )
 
 
-def _net_init_state(spec, shape):
-    shapes = _shapes(spec, shape)
-    return tuple(_init_state(layer, s) for layer, s in zip(spec.layers, shapes, strict=False))
+def serial_init_state(layers, shape) -> tuple:
+    """The raw states of a sequence of layers ({} for each layer without state)."""
+    shapes = layer_shapes(layers, shape)
+    return tuple(layer_init_state(layer, s) for layer, s in zip(layers, shapes[:-1], strict=True))
 
 
-def _spawn(rng, n: int) -> list:
-    return rng.spawn(n) if rng is not None else [None] * n
+def serial_param_shapes(layers, shape, dtype=np.float64) -> tuple:
+    """serial_init's tree as a shape-only tree (nothing allocated)."""
+    shapes = layer_shapes(layers, shape)
+    return tuple(
+        layer_param_shapes(layer, s, dtype) for layer, s in zip(layers, shapes[:-1], strict=True)
+    )
+
+
+def serial_state_shapes(layers, shape, dtype=np.float64) -> tuple:
+    """serial_init_state's tree as a shape-only tree."""
+    shapes = layer_shapes(layers, shape)
+    return tuple(
+        layer_state_shapes(layer, s, dtype) for layer, s in zip(layers, shapes[:-1], strict=True)
+    )
 
 
 def serial_apply(layers, params, x, state, rng, training):
     """apply of a sequence of layers: a left fold threading x and each layer's state."""
     state = (None,) * len(layers) if state is None else state
     new_state = []
-    for layer, p, s, r in zip(layers, params, state, _spawn(rng, len(layers)), strict=True):
+    for layer, p, s, r in zip(layers, params, state, spawn(rng, len(layers)), strict=True):
         x, s = layer_apply(layer, p, x, s, r, training)
         new_state.append(s)
     return x, tuple(new_state)
@@ -310,7 +486,7 @@ def serial_vjp(layers, params, x, state, rng, training):
     passes input_grad=False on to the first layer."""
     state = (None,) * len(layers) if state is None else state
     pullbacks, new_state = [], []
-    for layer, p, s, r in zip(layers, params, state, _spawn(rng, len(layers)), strict=True):
+    for layer, p, s, r in zip(layers, params, state, spawn(rng, len(layers)), strict=True):
         x, pb, s = layer_vjp(layer, p, x, s, r, training)
         pullbacks.append(pb)
         new_state.append(s)
@@ -325,22 +501,24 @@ def serial_vjp(layers, params, x, state, rng, training):
     return x, pullback, tuple(new_state)
 
 
-def _net_apply(spec, params, x, *, state, rng, training):
+def _net_apply(spec, params, x, *, state, rng=None, training=False):
     return serial_apply(spec.layers, params, x, state, rng, training)
 
 
-def _net_vjp(spec, params, x, *, state, rng, training):
+def _net_vjp(spec, params, x, *, state, rng=None, training=False):
     return serial_vjp(spec.layers, params, x, state, rng, training)
 
 
 registry.register(
     "network",
     network,
-    output_shape=_net_output_shape,
-    init=_net_init,
+    output_shape=lambda spec, shape: layer_shapes(spec.layers, shape)[-1],
+    init=lambda spec, shape, rng: serial_init(spec.layers, shape, rng),
     apply=_net_apply,
     vjp=_net_vjp,
-    has_modes=True,
-    needs_rng=True,
-    init_state=_net_init_state,
+    init_state=lambda spec, shape: serial_init_state(spec.layers, shape),
+    param_shapes=lambda spec, shape: serial_param_shapes(spec.layers, shape),
+    state_shapes=lambda spec, shape: serial_state_shapes(spec.layers, shape),
+    per_sample=True,  # the fold itself; fran.registry.capabilities asks its layers too
+    combinator=True,
 )

@@ -524,68 +524,25 @@ def _read_spec(reader: _Reader, meta: dict) -> engine.network:
         raise reader.fail(f"invalid network: {exc}") from None
 
 
-class _ShapeRng:
-    """A stand-in Generator for the throwaway init in _expected_params: its draws are zero-stride
-    broadcast views, so a spec declaring huge params costs no memory before it is refused; any
-    other Generator method is a real one's."""
-
-    def __init__(self):
-        self._real = np.random.default_rng(0)
-
-    def _view(self, size):
-        return self._real.random() if size is None else np.broadcast_to(np.float64(0.0), size)
-
-    def normal(self, loc=0.0, scale=1.0, size=None):
-        return self._view(size)
-
-    def uniform(self, low=0.0, high=1.0, size=None):
-        return self._view(size)
-
-    def standard_normal(self, size=None, *args, **kwargs):
-        return self._view(size)
-
-    def random(self, size=None, *args, **kwargs):
-        return self._view(size)
-
-    def spawn(self, n: int) -> list:
-        return [_ShapeRng() for _ in range(n)]
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-
 def _expected_params(
     reader: _Reader, spec: engine.network, input_shape: tuple, dtype: np.dtype
 ) -> tuple:
-    """The params tree the spec implies, with throwaway leaves giving each entry's shape.
-
-    The leaves are drawn from _ShapeRng (zero-stride views), and the running total of the bytes
-    they imply is compared with the bytes the file's entries hold after each layer, so a hostile
-    spec (dense(n_out=10**12)) is refused without its weights ever being allocated. (A layer's
-    own np.zeros, e.g. dense's bias, is calloc'd address space that is never touched.)
-    """
+    """The params tree the spec implies, as a shape-only tree (fran.engine.param_shapes: no
+    leaf is allocated), checked layer by layer against the bytes the file's entries hold, so a
+    hostile spec (dense(n_out=10**12)) is refused before anything is reserved."""
     try:
-        shapes = engine._shapes(spec, input_shape)
+        shapes = engine.layer_shapes(spec.layers, input_shape)
     except ValueError as exc:
         raise reader.fail(f"the network does not fit its input shape: {exc}") from None
     stored = sum(info.file_size for info in reader.infos.values())
     like, need = [], 0
     for i, (layer, shape) in enumerate(zip(spec.layers, shapes[:-1], strict=True)):
-        init = registry.rules_for(layer).init
         try:
-            params = init(layer, shape, _ShapeRng())
-        except (MemoryError, OverflowError) as exc:
+            params = engine.layer_param_shapes(layer, shape, dtype)
+        except (MemoryError, OverflowError, ValueError, TypeError) as exc:
             raise reader.fail(
                 f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}"
             ) from None
-        except Exception:
-            # A plugin whose init writes into its draws or needs a real Generator: its own cost.
-            try:
-                params = init(layer, shape, np.random.default_rng(0))
-            except (MemoryError, OverflowError, ValueError, TypeError) as exc:
-                raise reader.fail(
-                    f"layer {i} ({layer!r}) implies impossible params: {_why(exc)}"
-                ) from None
         need += sum(np.size(leaf) for leaf in tree_leaves(params)) * dtype.itemsize
         if need > stored:
             raise reader.fail(
@@ -598,9 +555,9 @@ def _expected_params(
 
 def _expected_state(reader: _Reader, spec: engine.network, input_shape: tuple, dtype) -> tuple:
     """The layers' state tree the spec implies (running statistics; files before v2 have none),
-    its size checked against the bytes the file holds (np.zeros is untouched address space)."""
+    shape-only (fran.engine.state_shapes), its size checked against the bytes the file holds."""
     try:
-        state = engine._net_init_state(spec, input_shape)
+        state = engine.serial_state_shapes(spec.layers, input_shape, dtype)
     except (ValueError, MemoryError, OverflowError) as exc:
         raise reader.fail(
             f"the network's state does not fit its input shape: {_why(exc)}"

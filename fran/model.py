@@ -174,7 +174,7 @@ def layer_name(layer) -> str:
 def summary(model: Model) -> str:
     """A table like Keras' model.summary(): each layer, its output shape, its trainable parameter
     count and its state (non-trainable: running statistics) count, with totals."""
-    shapes = engine._shapes(model.spec, model.input_shape)[1:]
+    shapes = engine.layer_shapes(model.spec.layers, model.input_shape)[1:]
     rows = [("#", "layer", "output shape", "params", "state")]
     total = total_state = 0
     for i, (layer, shape, p, st) in enumerate(

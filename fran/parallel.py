@@ -1,7 +1,8 @@
 """Using every core: a batch's pieces computed on parallel threads.
 
-NumPy releases the GIL inside its kernels (copies, ufuncs, BLAS), and every layer acts on each
-sample of a batch separately, so the pieces of a batch can run at once on Python threads:
+NumPy releases the GIL inside its kernels (copies, ufuncs, BLAS), and a layer declared per sample
+acts on each sample of a batch separately, so the pieces of a batch can run at once on Python
+threads:
 - training (`batch_mean`): the batch is cut into one piece per thread; each thread computes its
   piece's mean loss and gradients, and the batch's are their means weighted by piece size (exact,
   as the losses are means over samples; only the rounding differs from one piece).
@@ -15,8 +16,10 @@ BLAS: Fashion-MNIST CNN 5.79 -> 4.09 s, autoencoder 5.68 -> 4.02 s, LeNet-5 infe
 calls each hand the GIL from one thread to the other. Pieces smaller than half a batch of 64
 measured no better for the Fashion-MNIST CNN and worse for LeNet-5.
 
-A network with random, stateful or batchwise layers trains each batch whole (batch_mean with
-split=False); inside that whole-batch region the kernels cut their large products into blocks
+Cutting a batch is sound only for layers whose outputs for a sample depend on that sample
+alone, so a batch is cut only when every layer declares so (fran.registry: per_sample) and, in
+training, none is random or stateful; any other network computes each batch whole
+(split=False); inside that whole-batch region the kernels cut their large products into blocks
 that depend on the shapes only, and for_pieces computes the blocks on fran's threads
 (fran/layers/_gemm.py), so the results are the same for any thread count.
 
@@ -116,9 +119,9 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool =
     """fn(x, target) -> (mean value, gradient tree, state), computed piecewise on parallel threads.
 
     The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the value
-    and gradients are the means of the pieces' weighted by their sizes. Only networks without
-    random, stateful or batchwise layers are cut (split=True), so the state is the first piece's
-    (it is empty); split=False computes the batch whole on this thread (its large products on
+    and gradients are the means of the pieces' weighted by their sizes. Only networks whose
+    layers are all per sample, none random or stateful, are cut (split=True), so the state is the
+    first piece's (it is empty); split=False computes the batch whole on this thread (its large products on
     fran's threads: for_pieces), with BLAS held to one thread for any thread count: OpenBLAS's
     own threads change the last bits, and they spin-wait, so that with the other core busy an
     epoch took up to 7x longer than on one thread (benchmarks/README.md)."""
@@ -171,11 +174,18 @@ def for_pieces(fn: Callable, starts) -> list:
     return [result for run in done for result in run]
 
 
-def map_batches(fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int):
+def map_batches(
+    fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int, *, split: bool = True
+):
     """np.concatenate of fn over the batches of X, each batch's pieces on parallel threads.
 
-    fn must act on each row separately (a forward pass does); at most batch_size rows are in
-    flight at once."""
+    With split=True fn must act on each row separately (a network whose layers are all declared
+    per sample at inference does); at most batch_size rows are in flight at once. split=False
+    computes each batch whole on this thread (its large products on fran's threads, BLAS held to
+    one thread, as batch_mean(split=False))."""
+    if not split:
+        with whole_batch_region(), _one_blas_thread():
+            return np.concatenate([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
     threads = num_threads()
     if threads == 1 or len(X) <= 1:
         return np.concatenate([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])

@@ -1,13 +1,13 @@
-"""The layer registry: every layer kind, built-in or plugin, is a few pure callables.
+"""The layer registry: every layer kind, built-in or plugin, is a spec class and a few pure callables.
 
-The contract (the same for built-ins and plugins). A plain layer gives five callables:
+The contract (the same for built-ins and plugins). Only `spec_cls` and `vjp` are required:
 
     spec_cls                      a frozen, hashable attrs class holding hyperparameters only
-    output_shape(spec, shape)     -> per-sample output shape (no batch axis)
-    init(spec, shape, rng)        -> params: a dict of NumPy arrays ({} for no params)
-    apply(spec, params, x)        -> y, for a batch x (NCHW for images)
-    vjp(spec, params, x)          -> (y, pullback)
+    vjp(spec, params, x)          -> (y, pullback), for a batch x (NCHW for images)
     pullback(gy)                  -> (gparams, gx)
+    apply(spec, params, x)        -> y                 default: vjp(...)[0], the pullback dropped
+    init(spec, shape, rng)        -> params, a dict    default: {} (no params)
+    output_shape(spec, shape)     -> per-sample shape  default: the input's (no batch axis)
 
 `gparams` has the same keys and shapes as `params`; nothing is mutated in place. A pullback may
 also take `input_grad=True` as a keyword, `pullback(gy, input_grad=False) -> (gparams, None)`:
@@ -15,26 +15,42 @@ then it may skip gx. The engine asks this of a network's first layer while train
 gradient of the data is never used; a pullback without that keyword is simply called as
 `pullback(gy)` (the engine looks at its signature), so it is an offer, not a duty.
 
-Optional capabilities, declared when registering; each adds one keyword to apply and vjp, and
-only the layers that declare it receive it:
+Declarations, made when registering (every one optional):
 
+    per_sample=True   the outputs for each sample depend on that sample alone, in both modes
+                      (dense, conv2d, pooling, dropout at inference...). Only then may fran cut a
+                      batch into pieces computed on parallel threads (fran.parallel); a layer that
+                      does not say so is computed whole: always correct, maybe slower.
+                      per_sample="inference" says it for inference only (batch norm).
+                      fran.testing.check_layer proves the claim (a batch against its two halves).
     has_modes=True    apply/vjp get `training=` (True in train_nn/train_step, False in
                       evaluate_nn/predict); a layer that behaves the same in both omits it.
     needs_rng=True    apply/vjp get `rng=`: a fresh numpy Generator for this layer and this call,
                       or None when the caller gave no key (inference needs none). The network
                       fold spawns one per layer from the caller's key; train_step's key is
-                      (model seed, 1, step), so a run is reproducible and resumable.
+                      (model seed, 1, step), so a run is reproducible and resumable. A random
+                      layer's training batch is never cut (its draws would move between samples).
     init_state=f      f(spec, shape) -> state, a dict of arrays (running statistics); apply/vjp
                       get `state=` and return (y, new_state) / (y, pullback, new_state). The old
-                      state is never changed; the network fold threads the new one.
-    batchwise=True    in training the output of a sample depends on the whole batch (batch
-                      norm); train_step then never cuts the batch into pieces (fran.parallel).
+                      state is never changed; the network fold threads the new one. A stateful
+                      layer's training batch is never cut.
+    param_shapes=f    f(spec, shape) -> {name: shape}: the params' shapes, without allocating
+                      (fran.engine.param_shapes; loading a file checks sizes with it). Without
+                      it, fran runs init on a Generator whose draws are zero-stride views, so a
+                      plugin's own np.zeros/np.ones are its only allocations.
+    state_shapes=f    the same for init_state (without it, init_state itself is run).
 
-A layer built of other layers (fran's network and residual) finds its sub-layers in its attrs
-fields; fran.engine walks those to decide whether a batch may be cut into pieces: only when no
-layer inside is random, stateful or batchwise. A plain layer acts on each sample of a batch on its
-own and must be thread-safe, since training and inference cut batches into pieces computed on
-parallel threads.
+A layer built of other layers holds them in its attrs fields (directly or in tuples);
+`capabilities(spec)` joins its declarations with theirs, and is the one place fran asks: such a
+layer needs modes, a key or state if it declared them or some layer inside does, and is per
+sample only if it declared it and every layer inside is. Registered with combinator=True (as
+network and residual are), it declares no modes or key of its own: its apply/vjp take
+`training=False, rng=None` as defaults and receive them only when a layer inside needs them (and
+`state=` whenever it registered init_state, None when nothing inside has state).
+
+Every layer must be thread-safe (pieces of a batch run on parallel threads) and read its inputs
+only. Old keywords still work: `batchwise=True` (v2) means per_sample=False, and
+`skips_input_grad` (v1) is accepted and ignored (the pullback's signature says it now).
 
 Built-ins register in code when `fran.layers` is imported. Other distributions declare an entry
 point in the group ``fran.layers`` whose value is their spec class, e.g. in pyproject.toml
@@ -55,6 +71,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import attrs
+
 GROUP = "fran.layers"
 
 
@@ -63,60 +81,138 @@ class RegistryError(LookupError):
 
 
 class LayerRules(NamedTuple):
+    """A layer kind's callables and declarations, as `register` completed them."""
+
     name: str
     spec_cls: type
     output_shape: Callable[[Any, tuple], tuple]
     init: Callable[..., dict]
     apply: Callable[..., Any]
     vjp: Callable[..., tuple]
-    skips_input_grad: bool = False  # kept for plugins written before v2; the pullback says it now
     has_modes: bool = False
     needs_rng: bool = False
     init_state: Callable[..., dict] | None = None
-    batchwise: bool = False
+    per_sample: bool | str = False
+    param_shapes: Callable[..., dict] | None = None
+    state_shapes: Callable[..., dict] | None = None
+    combinator: bool = False
+
+
+class Capabilities(NamedTuple):
+    """What a spec needs, with the layers inside it: see `capabilities`."""
+
+    has_modes: bool
+    needs_rng: bool
+    has_state: bool
+    per_sample: bool | str  # True, "inference" (batch norm) or False
+
+    @property
+    def cut_in_training(self) -> bool:
+        """Whether a training batch may be computed in pieces: per sample, no draws, no state."""
+        return self.per_sample is True and not self.needs_rng and not self.has_state
+
+    @property
+    def cut_in_inference(self) -> bool:
+        """Whether an inference batch may be computed in pieces."""
+        return self.per_sample in (True, "inference")
 
 
 _BY_NAME: dict[str, LayerRules] = {}
 _BY_TYPE: dict[type, LayerRules] = {}
+_MISSING = object()
+
+
+def no_params(spec, shape, rng) -> dict:
+    """The default init: a layer without params."""
+    return {}
+
+
+def same_shape(spec, shape) -> tuple:
+    """The default output_shape: the sample's shape is unchanged."""
+    return tuple(shape)
+
+
+def _apply_from_vjp(vjp):
+    def apply(spec, params, x, **kw):
+        return _drop_pullback(vjp(spec, params, x, **kw))
+
+    apply.__doc__ = "apply derived from vjp: its output (and new state) without the pullback."
+    return apply
+
+
+def _drop_pullback(out):
+    return out[0] if len(out) == 2 else (out[0], out[2])
 
 
 def register(
     name: str,
     spec_cls: type | None = None,
     *,
-    output_shape,
-    init,
-    apply,
-    vjp,
-    skips_input_grad: bool = False,
+    vjp=None,
+    apply=None,
+    init=None,
+    output_shape=None,
+    init_state=None,
     has_modes: bool = False,
     needs_rng: bool = False,
-    init_state=None,
-    batchwise: bool = False,
+    per_sample: bool | str | None = None,
+    param_shapes=None,
+    state_shapes=None,
+    combinator: bool = False,
+    batchwise=_MISSING,
+    skips_input_grad=_MISSING,
 ):
-    """Register a layer kind under `name`; usable as a class decorator when spec_cls is omitted."""
+    """Register a layer kind under `name`; usable as a class decorator when spec_cls is omitted.
+
+    Only `vjp` is required; see the module docstring for the defaults and the declarations.
+    `batchwise=True` (the v2 keyword) means per_sample=False; `skips_input_grad` is ignored.
+    """
     if spec_cls is None:
         return lambda cls: register(
             name,
             cls,
-            output_shape=output_shape,
-            init=init,
-            apply=apply,
             vjp=vjp,
-            skips_input_grad=skips_input_grad,
+            apply=apply,
+            init=init,
+            output_shape=output_shape,
+            init_state=init_state,
             has_modes=has_modes,
             needs_rng=needs_rng,
-            init_state=init_state,
+            per_sample=per_sample,
+            param_shapes=param_shapes,
+            state_shapes=state_shapes,
+            combinator=combinator,
             batchwise=batchwise,
+            skips_input_grad=skips_input_grad,
         )
-    for rule_name, rule in (("output_shape", output_shape), ("init", init), ("apply", apply)):
-        if not callable(rule):
-            raise TypeError(f"register({name!r}): {rule_name} must be callable, got {rule!r}")
     if not callable(vjp):
         raise TypeError(f"register({name!r}): vjp must be callable, got {vjp!r}")
-    if init_state is not None and not callable(init_state):
-        raise TypeError(
-            f"register({name!r}): init_state must be callable or None, got {init_state!r}"
+    for rule_name, rule in (
+        ("output_shape", output_shape),
+        ("init", init),
+        ("apply", apply),
+        ("init_state", init_state),
+        ("param_shapes", param_shapes),
+        ("state_shapes", state_shapes),
+    ):
+        if rule is not None and not callable(rule):
+            raise TypeError(
+                f"register({name!r}): {rule_name} must be callable or None, got {rule!r}"
+            )
+    if combinator and (has_modes or needs_rng):
+        raise ValueError(
+            f"register({name!r}): a combinator takes has_modes and needs_rng from its layers"
+        )
+    if batchwise is not _MISSING and batchwise:
+        if per_sample not in (None, False):
+            raise ValueError(
+                f"register({name!r}): batchwise=True contradicts per_sample={per_sample!r}"
+            )
+    if per_sample is None:
+        per_sample = False
+    if per_sample not in (True, False, "inference"):
+        raise ValueError(
+            f"register({name!r}): per_sample must be True, False or 'inference', got {per_sample!r}"
         )
     old = _BY_NAME.get(name)
     if old is not None and old.spec_cls is not spec_cls:
@@ -128,22 +224,79 @@ def register(
         raise RegistryError(
             f"{_qualname(spec_cls)} is already registered as {_BY_TYPE[spec_cls].name!r}"
         )
+    if init is None and param_shapes is None:
+        param_shapes = _no_param_shapes
     rules = LayerRules(
         name,
         spec_cls,
-        output_shape,
-        init,
-        apply,
+        same_shape if output_shape is None else output_shape,
+        no_params if init is None else init,
+        _apply_from_vjp(vjp) if apply is None else apply,
         vjp,
-        bool(skips_input_grad),
         bool(has_modes),
         bool(needs_rng),
         init_state,
-        bool(batchwise),
+        per_sample,
+        param_shapes,
+        state_shapes,
+        bool(combinator),
     )
     _BY_NAME[name] = rules
     _BY_TYPE[spec_cls] = rules
+    _cached_capabilities.cache_clear()
     return spec_cls
+
+
+def _no_param_shapes(spec, shape) -> dict:
+    return {}
+
+
+def sublayers(spec) -> tuple:
+    """The layer specs held in spec's attrs fields, directly or in a tuple (a network's layers,
+    a residual's branches): what makes spec a combinator."""
+    found = []
+    for field in attrs.fields(type(spec)) if attrs.has(type(spec)) else ():
+        value = getattr(spec, field.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if type(v) in _BY_TYPE:
+                found.append(v)
+    return tuple(found)
+
+
+def capabilities(spec) -> Capabilities:
+    """What spec needs, its own declarations joined with those of every layer inside it.
+
+    has_modes / needs_rng / has_state: the layer declared it, or some layer inside does; a
+    combinator (registered with combinator=True, as network and residual are) declares none of
+    its own, so residual([dense(4), dense(4)]) needs no modes, no key and no state.
+    per_sample: the layer declared it and every layer inside is (the weakest claim wins:
+    "inference" if some layer inside is per sample only at inference, False if one is not).
+    """
+    try:
+        return _cached_capabilities(spec)
+    except TypeError:  # an unhashable spec: computed afresh
+        return _capabilities(spec)
+
+
+def _capabilities(spec) -> Capabilities:
+    rules = rules_for(spec)
+    inner = [capabilities(s) for s in sublayers(spec)]
+    per_sample = rules.per_sample
+    for c in inner:
+        if c.per_sample is False or per_sample is False:
+            per_sample = False
+        elif c.per_sample == "inference":
+            per_sample = "inference"
+    own = not rules.combinator
+    return Capabilities(
+        has_modes=(own and rules.has_modes) or any(c.has_modes for c in inner),
+        needs_rng=(own and rules.needs_rng) or any(c.needs_rng for c in inner),
+        has_state=(own and rules.init_state is not None) or any(c.has_state for c in inner),
+        per_sample=per_sample,
+    )
+
+
+_cached_capabilities = functools.lru_cache(maxsize=1024)(_capabilities)
 
 
 def _entry_points() -> tuple:

@@ -13,7 +13,11 @@ A layer passes `check_layer` when, on the batch you give it, in float64:
      the old one is never changed (it is read-only while the layer runs);
   9. randomness: the same key gives the same output, other keys other outputs (or, for a
      configuration without randomness such as dropout(0), the inference output), and inference
-     does not depend on the key.
+     does not depend on the key;
+ 10. per sample: a layer declared per_sample=True (or "inference") gives, on the batch, what it
+     gives on the batch's two halves (to rounding) in each mode it claims (training only for a
+     layer without randomness or state: fran never cuts those); a false claim fails, saying
+     what to declare. A layer that declares nothing and passes is told it may declare it.
 
 Pick x and params away from kinks (relu at 0, maxpooling ties), or the finite differences lie:
 
@@ -24,9 +28,11 @@ Pick x and params away from kinks (relu at 0, maxpooling ties), or the finite di
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from fran import engine
+from fran import engine, registry
 from fran.tree import freeze, tree_items, tree_map, tree_vdot
 
 
@@ -79,15 +85,84 @@ def check_layer(
     rng = engine.as_generator(rng)
     if state is None:
         state = engine.init_state(spec, np.shape(x)[1:], np.float64)
-    modes = (
-        (False, True)
-        if engine.declares(spec, "has_modes") or engine.declares(spec, "needs_rng")
-        else (False,)
-    )
+    caps = registry.capabilities(spec)
+    modes = (False, True) if caps.has_modes or caps.needs_rng else (False,)
     for training in modes:
         _check_mode(spec, params, x, state, rng, training, eps, rtol, atol)
-    if engine.declares(spec, "needs_rng"):
+    if caps.needs_rng:
         _check_randomness(spec, params, x, state, rng)
+    if len(x) >= 2:  # a claim needs two halves to prove
+        check_per_sample(spec, params, x, state=state, rng=rng)
+
+
+class PerSampleHint(UserWarning):
+    """check_layer's note that a layer acts per sample but does not declare it."""
+
+
+def _halves_agree(spec, params, x, state, training, key) -> str | None:
+    """None if apply on x equals apply on its two halves, stacked; else what differed."""
+    kw = {"state": state, "key": key, "training": training}
+    whole = engine.apply(spec, params, x, **kw)
+    h = len(x) // 2
+    halves = np.concatenate(
+        [engine.apply(spec, params, x[:h], **kw), engine.apply(spec, params, x[h:], **kw)]
+    )
+    scale = max(float(np.abs(whole).max(initial=0.0)), 1.0)
+    diff = float(np.abs(whole - halves).max(initial=0.0))
+    if diff <= 1e-9 * scale:
+        return None
+    mode = "training" if training else "inference"
+    return f"in {mode} mode the batch's outputs differ from its halves' by up to {diff:.3g}"
+
+
+def check_per_sample(spec, params, x, *, state=None, rng=0) -> None:
+    """Assert the layer's per_sample claim (fran.registry.capabilities) on batch x (at least 2
+    samples): its outputs on x equal its outputs on x's two halves, in every mode it claims.
+
+    A layer that claims nothing is not failed: if it passes anyway in every mode, a
+    PerSampleHint warning says that declaring per_sample=True lets fran cut its batches.
+    """
+    x = freeze(np.array(x, dtype=np.float64))
+    if len(x) < 2:
+        raise ValueError(f"check_per_sample: x needs at least 2 samples, got shape {x.shape}")
+    params = _frozen_copy(params)
+    state = _frozen_copy(
+        engine.init_state(spec, x.shape[1:], np.float64) if state is None else state
+    )
+    caps = registry.capabilities(spec)
+    key = int(engine.as_generator(rng).integers(2**31))
+    fixed_draws = not caps.needs_rng and not caps.has_state  # fran cuts its training batches
+    claimed = {True: (False, True) if fixed_draws else (False,), "inference": (False,)}
+    modes = claimed.get(caps.per_sample, ())
+    for training in modes:
+        failure = _halves_agree(spec, params, x, state, training, key)
+        if failure is not None:
+            fix = (
+                'per_sample="inference" if each sample\'s inference output depends on that '
+                "sample alone, else per_sample=False"
+                if training
+                else "per_sample=False"
+            )
+            raise AssertionError(
+                f"{spec!r} claims per_sample={caps.per_sample!r}, but {failure} (x of shape "
+                f"{x.shape}): a sample's output depends on the others; declare {fix} (the "
+                f"default; fran then computes its batches whole)"
+            )
+    if caps.per_sample is False and not _inner_undeclared(spec):
+        both = (False, True) if caps.has_modes and fixed_draws else (False,)
+        if all(_halves_agree(spec, params, x, state, t, key) is None for t in both):
+            warnings.warn(
+                f"{spec!r} gave the same outputs for a batch as for its halves; if each sample's "
+                f"output depends on that sample alone, register it with per_sample=True and fran "
+                f"may cut its batches across threads",
+                PerSampleHint,
+                stacklevel=2,
+            )
+
+
+def _inner_undeclared(spec) -> bool:
+    """Whether spec holds layers of which some is not per sample (the hint is theirs to take)."""
+    return any(registry.capabilities(s).per_sample is False for s in registry.sublayers(spec))
 
 
 def _check_randomness(spec, params, x, state, rng) -> None:
@@ -186,7 +261,8 @@ def _check_mode(spec, params, x, state, rng, training, eps, rtol, atol) -> None:
 def check_init(spec, shape, *, rng=0, dtype=np.float32):
     """Assert that init gives read-only `dtype` arrays, reproducibly, and return the params.
 
-    Also checks that output_shape is a tuple of positive ints matching apply on a zero and on a
+    Also checks that param_shapes and state_shapes (fran.engine) describe what init and
+    init_state make, that output_shape is a tuple of positive ints matching apply on a zero and on a
     random batch, and that apply's output, vjp's output, dx and every dparams leaf stay in
     `dtype` (float32 training must not upcast to float64 anywhere).
 
@@ -216,6 +292,14 @@ def check_init(spec, shape, *, rng=0, dtype=np.float32):
     state = engine.init_state(spec, shape, dtype)
     for path, a in tree_items(state):
         assert a.dtype == np.dtype(dtype) and not a.flags.writeable, f"{where}: state[{path}]"
+    for what, made, told in (
+        ("init", params, engine.param_shapes(spec, shape, dtype)),
+        ("init_state", state, engine.state_shapes(spec, shape, dtype)),
+    ):  # the shape-only trees (a param_shapes/state_shapes rule) must be what init makes
+        rule = "param_shapes" if what == "init" else "state_shapes"
+        assert _structure(told) == _structure(made), (
+            f"{where}: {rule} gives {_structure(told)}, {what} makes {_structure(made)}"
+        )
     x = np.random.default_rng(rng).standard_normal((2, *shape)).astype(dtype)
     for training in (False, True):  # both modes, a fixed key for the training one
         kw = {"state": state, "key": 0, "training": training}

@@ -31,7 +31,8 @@ class TrainingError(FloatingPointError):
 
 
 def _check_model(fn: str, model) -> Model:
-    if isinstance(model, Model):
+    if isinstance(model, Model):  # params and state against the spec: a walk over cached shapes
+        engine.check_params(fn, model.spec, model.params, model.input_shape, state=model.state)
         return model
     if isinstance(model, engine.network):
         raise ValueError(
@@ -200,7 +201,8 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
         grads, _ = pullback(dy, input_grad=False)
         return value, grads, new_state
 
-    # the batch's mean loss and gradients; pieces on parallel threads unless a layer needs it whole
+    # the batch's mean loss and gradients; pieces on parallel threads only if every layer is
+    # declared per sample and none is random or stateful (fran.registry.capabilities)
     value, grads, new_state = parallel.batch_mean(
         loss_and_grads, x, target, split=not engine.whole_batch(body)
     )
@@ -318,7 +320,10 @@ def predict(model: Model, X, *, batch_size: int = 500) -> np.ndarray:
     model = _check_model("predict", model)
     X = prepare_inputs("predict", model, X)
     _check_batch_size("predict", batch_size, len(X))
-    return parallel.map_batches(_infer(model.spec, model.params, model.state), X, batch_size)
+    forward = _infer(model.spec, model.params, model.state)
+    return parallel.map_batches(
+        forward, X, batch_size, split=not engine.whole_batch_inference(model.spec)
+    )
 
 
 def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict:
@@ -340,7 +345,7 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
     _check_batch_size(fn, batch_size, len(X))
     body, cut = loss_head(model.spec, loss)
     forward = _infer(body, _head(model.params, cut), _head(model.state, cut))
-    out = parallel.map_batches(forward, X, batch_size)
+    out = parallel.map_batches(forward, X, batch_size, split=not engine.whole_batch_inference(body))
     value, _ = loss.fn(out, y)
     result = {"loss": value, "n": len(X)}
     if loss.on_logits or isinstance(model.spec.layers[-1], softmax):

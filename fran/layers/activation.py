@@ -18,14 +18,6 @@ class activation:
     name: str = attrs.field(validator=one_of(ACTIVATIONS, "activation"))
 
 
-def output_shape(spec, shape):
-    return tuple(shape)
-
-
-def init(spec, shape, rng):
-    return {}
-
-
 def apply(spec, params, x):
     return ACTIVATIONS[spec.name].f(x)
 
@@ -40,6 +32,4 @@ def vjp(spec, params, x):
     return y, pullback
 
 
-registry.register(
-    "activation", activation, output_shape=output_shape, init=init, apply=apply, vjp=vjp
-)
+registry.register("activation", activation, apply=apply, vjp=vjp, per_sample=True)

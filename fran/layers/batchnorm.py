@@ -59,17 +59,20 @@ def init_state(spec, shape):
     return {"mean": np.zeros(shape[0]), "var": np.ones(shape[0])}
 
 
+def param_shapes(spec, shape):
+    return {"gamma": (shape[0],), "beta": (shape[0],)}
+
+
+def state_shapes(spec, shape):
+    return {"mean": (shape[0],), "var": (shape[0],)}
+
+
 def _sum_products(a, b):
     """sum over samples and pixels of a * b, per channel: (N, C, P) x (N, C, P) -> (C,)."""
     return np.einsum("ncp,ncp->c", a, b)
 
 
-def apply(spec, params, x, *, training, state):
-    y, _, state = vjp(spec, params, x, training=training, state=state)
-    return y, state
-
-
-def vjp(spec, params, x, *, training, state):
+def vjp(spec, params, x, *, training, state):  # apply: the registry's default, (y, state)
     N, C = x.shape[:2]
     xr = x.reshape(N, C, -1)  # (N, C, pixels); a view for conv outputs and dense inputs
     n = N * xr.shape[2]
@@ -113,9 +116,10 @@ registry.register(
     batchnorm,
     output_shape=output_shape,
     init=init,
-    apply=apply,
+    param_shapes=param_shapes,
     vjp=vjp,
     has_modes=True,
     init_state=init_state,
-    batchwise=True,
+    state_shapes=state_shapes,
+    per_sample="inference",  # in training a sample's output depends on the batch's statistics
 )

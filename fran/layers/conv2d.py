@@ -50,6 +50,11 @@ def init(spec, shape, rng):
     return {"w": w, "b": _init.bias(spec, spec.channels, C * k2, rng)}
 
 
+def param_shapes(spec, shape):
+    C = shape[0]
+    return {"w": (spec.channels, C, spec.k, spec.k), "b": (spec.channels,)}
+
+
 def apply(spec, params, x):
     tape = _conv.lay_out(x, params["w"], spec.stride, spec.padding)
     return tape.as_nchw(ACTIVATIONS[spec.activation].f(_conv.correlate(tape, params["b"])))
@@ -70,4 +75,13 @@ def vjp(spec, params, x):
     return tape.as_nchw(y), pullback
 
 
-registry.register("conv2d", conv2d, output_shape=output_shape, init=init, apply=apply, vjp=vjp)
+registry.register(
+    "conv2d",
+    conv2d,
+    output_shape=output_shape,
+    init=init,
+    param_shapes=param_shapes,
+    apply=apply,
+    vjp=vjp,
+    per_sample=True,
+)

@@ -49,6 +49,10 @@ def init(spec, shape, rng):
     return {"w": w, "b": _init.bias(spec, spec.channels, fan_in, rng)}
 
 
+def param_shapes(spec, shape):
+    return {"w": (shape[0], spec.channels, spec.k, spec.k), "b": (spec.channels,)}
+
+
 def _forward(spec, params, x):  # z (C_out, N, OH, OW), channels first
     x4, size = x.transpose(1, 0, 2, 3), output_shape(spec, x.shape[1:])[1:]
     z = _conv.correlate_input_grad(x4, params["w"], spec.stride, spec.padding, size, plain=True)
@@ -76,5 +80,12 @@ def vjp(spec, params, x):
 
 
 registry.register(
-    "conv2d_transpose", conv2d_transpose, output_shape=output_shape, init=init, apply=apply, vjp=vjp
+    "conv2d_transpose",
+    conv2d_transpose,
+    output_shape=output_shape,
+    init=init,
+    param_shapes=param_shapes,
+    apply=apply,
+    vjp=vjp,
+    per_sample=True,
 )

@@ -29,23 +29,11 @@ class dropout:
     rate: float = attrs.field(validator=_rate)
 
 
-def output_shape(spec, shape):
-    return tuple(shape)
-
-
-def init(spec, shape, rng):
-    return {}
-
-
 def _scaled_mask(spec, x, rng):
     if rng is None:
         raise ValueError(f"{spec!r} in training needs randomness: pass key= (train_step does)")
     keep = rng.random(x.shape, dtype=np.float64) >= spec.rate
     return keep.astype(x.dtype) * np.asarray(1 / (1 - spec.rate), dtype=x.dtype)
-
-
-def apply(spec, params, x, *, training, rng):
-    return vjp(spec, params, x, training=training, rng=rng)[0]
 
 
 def vjp(spec, params, x, *, training, rng):
@@ -59,13 +47,6 @@ def vjp(spec, params, x, *, training, rng):
     return x * mask, pullback
 
 
-registry.register(
-    "dropout",
-    dropout,
-    output_shape=output_shape,
-    init=init,
-    apply=apply,
-    vjp=vjp,
-    has_modes=True,
-    needs_rng=True,
-)
+# per sample: a sample's output depends on it and its own mask (the key decides which part of
+# the batch's draws is its own, so fran never cuts a random layer's training batch)
+registry.register("dropout", dropout, vjp=vjp, has_modes=True, needs_rng=True, per_sample=True)

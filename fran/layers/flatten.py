@@ -21,10 +21,6 @@ def output_shape(spec, shape):
     return (math.prod(shape),)
 
 
-def init(spec, shape, rng):
-    return {}
-
-
 def apply(spec, params, x):
     return x.reshape(x.shape[0], -1)
 
@@ -36,4 +32,6 @@ def vjp(spec, params, x):
     return apply(spec, params, x), pullback
 
 
-registry.register("flatten", flatten, output_shape=output_shape, init=init, apply=apply, vjp=vjp)
+registry.register(
+    "flatten", flatten, output_shape=output_shape, apply=apply, vjp=vjp, per_sample=True
+)

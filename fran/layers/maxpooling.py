@@ -37,10 +37,6 @@ def output_shape(spec, shape):
     return (C, conv_out(H, spec.k, spec.s), conv_out(W, spec.k, spec.s))
 
 
-def init(spec, shape, rng):
-    return {}
-
-
 def apply(spec, params, x):
     return _pool.max_pool(x, spec.k, spec.s)[0]
 
@@ -55,5 +51,5 @@ def vjp(spec, params, x):
 
 
 registry.register(
-    "maxpooling", maxpooling, output_shape=output_shape, init=init, apply=apply, vjp=vjp
+    "maxpooling", maxpooling, output_shape=output_shape, apply=apply, vjp=vjp, per_sample=True
 )

@@ -49,10 +49,8 @@ residual.__repr__ = _repr
 
 
 def _branch_shapes(spec, shape):
-    out_f = engine._shapes(engine.network(spec.layers), shape)[-1]
-    out_g = (
-        shape if spec.shortcut is None else engine._shapes(engine.network(spec.shortcut), shape)[-1]
-    )
+    out_f = engine.layer_shapes(spec.layers, shape)[-1]
+    out_g = shape if spec.shortcut is None else engine.layer_shapes(spec.shortcut, shape)[-1]
     return out_f, out_g
 
 
@@ -74,23 +72,29 @@ def _branches(spec):
 def init(spec, shape, rng):
     rngs = rng.spawn(2)
     return {
-        b: engine._net_init(engine.network(layers), shape, r)
+        b: engine.serial_init(layers, shape, r)
         for (b, layers), r in zip(_branches(spec), rngs, strict=False)
     }
 
 
 def init_state(spec, shape):
-    return {
-        b: engine._net_init_state(engine.network(layers), shape) for b, layers in _branches(spec)
-    }
+    return {b: engine.serial_init_state(layers, shape) for b, layers in _branches(spec)}
+
+
+def param_shapes(spec, shape):
+    return {b: engine.serial_param_shapes(layers, shape) for b, layers in _branches(spec)}
+
+
+def state_shapes(spec, shape):
+    return {b: engine.serial_state_shapes(layers, shape) for b, layers in _branches(spec)}
 
 
 def _part(tree, branch):
     return None if tree is None else tree[branch]
 
 
-def apply(spec, params, x, *, training, rng, state):
-    rngs = engine._spawn(rng, 2)
+def apply(spec, params, x, *, state, training=False, rng=None):
+    rngs = engine.spawn(rng, 2)
     y, new_state = x, {}
     for (b, layers), r in zip(_branches(spec), rngs, strict=False):
         out, new_state[b] = engine.serial_apply(layers, params[b], x, _part(state, b), r, training)
@@ -98,8 +102,8 @@ def apply(spec, params, x, *, training, rng, state):
     return (y + x if spec.shortcut is None else y), new_state
 
 
-def vjp(spec, params, x, *, training, rng, state):
-    rngs = engine._spawn(rng, 2)
+def vjp(spec, params, x, *, state, training=False, rng=None):
+    rngs = engine.spawn(rng, 2)
     outs, pullbacks, new_state = {}, {}, {}
     for (b, layers), r in zip(_branches(spec), rngs, strict=False):
         outs[b], pullbacks[b], new_state[b] = engine.serial_vjp(
@@ -117,6 +121,8 @@ def vjp(spec, params, x, *, training, rng, state):
     return y, pullback, new_state
 
 
+# a combinator: modes, a key and state only when a layer inside needs them, and per sample only
+# when every layer inside is (fran.registry.capabilities)
 registry.register(
     "residual",
     residual,
@@ -124,7 +130,9 @@ registry.register(
     init=init,
     apply=apply,
     vjp=vjp,
-    has_modes=True,
-    needs_rng=True,
     init_state=init_state,
+    param_shapes=param_shapes,
+    state_shapes=state_shapes,
+    per_sample=True,
+    combinator=True,
 )
