@@ -289,12 +289,9 @@ print(json.dumps(out))
 """
 
 
-# dense(n_out=10**7 or 10**12): the built-in dense init zero-fills its bias (np.zeros: calloc'd
-# pages, never touched) before io can compare the implied shapes with the file; the weights are
-# zero-stride views. tracemalloc counts those 80 MB / 8 TB although they are never resident, so for
-# these two we bound the resident growth only (see the report: a layer rule giving param shapes
-# without allocating would close this).
-VIRTUAL_ONLY = {"huge but fitting layer arg", "huge layer arg"}
+# dense(n_out=10**7 or 10**12) is refused from fran.engine's shape-only params (dense's
+# param_shapes rule): nothing is allocated, not even address space, so every case is bounded by
+# the file's own size.
 # A file that is mostly JSON text costs that text twice while it is parsed: the bytes and the str.
 JSON_TEXT = {"json nested 100k"}
 
@@ -328,7 +325,7 @@ def test_refusals_cost_less_than_the_file_and_import_nothing(tmp_path, good):
         assert row["maxrss_growth_kib"] < 1024, (name, row, size)
         if name in JSON_TEXT:
             assert row["peak"] < 2 * size, (name, row, size)  # its bytes and their decoded text
-        elif name not in VIRTUAL_ONLY:
+        else:
             assert row["peak"] < size, (name, row, size)  # less than the file itself
     print("\n".join(report), f"\nprocess maxrss {got['__maxrss_kib__']} KiB (numpy's own)")
 
