@@ -151,10 +151,10 @@ def check_per_sample(spec, params, x, *, state=None, rng=0) -> None:
     if caps.per_sample is False and not _inner_undeclared(spec):
         both = (False, True) if caps.has_modes and fixed_draws else (False,)
         if all(_halves_agree(spec, params, x, state, t, key) is None for t in both):
-            warnings.warn(
-                f"{spec!r} gave the same outputs for a batch as for its halves; if each sample's "
-                f"output depends on that sample alone, register it with per_sample=True and fran "
-                f"may cut its batches across threads",
+            warnings.warn(  # named by its kind, so that a test suite shows it once per kind
+                f"layer {registry.rules_for(spec).name!r} gave the same outputs for a batch as "
+                f"for its halves; if each sample's output depends on that sample alone, register "
+                f"it with per_sample=True and fran may cut its batches across threads",
                 PerSampleHint,
                 stacklevel=2,
             )
