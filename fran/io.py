@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import keyword
 import math
@@ -859,6 +860,12 @@ def _stand_in(name: str, fields: tuple, fail, path) -> type:
     )
     if not (last.isidentifier() and not keyword.iskeyword(last) and good):
         raise fail(path, f"{name} with fields {list(fields)!r:.200} cannot be a NamedTuple")
+    return _stand_in_class(name, last, fields)
+
+
+@functools.lru_cache(maxsize=256)
+def _stand_in_class(name: str, last: str, fields: tuple) -> type:
+    """One class per (name, fields) in a process, so states loaded twice compare equal."""
     cls = collections.namedtuple(last, fields, module="fran.optim.saved")
     cls._fran_saved_as = name
     return cls
