@@ -83,7 +83,7 @@ class ChainState(NamedTuple):
     inner: tuple  # one state per chained transformation, in order
 
 
-# The states of the one-function optimizers of fran 0.1 (format version 1 files hold them);
+# The states of the one-function optimizers before the chains (format version 1 files hold them);
 # fran.io turns each into its chain's state with from_legacy when it loads such a file.
 class SgdState(NamedTuple):
     velocity: Any
@@ -113,7 +113,7 @@ LEGACY_STATES.update(EmptyState=EmptyState, ChainState=ChainState)
 
 
 def from_legacy(state):
-    """A fran 0.1 optimizer state as the state of the chain its constructor builds now."""
+    """A format-1 optimizer state as the state of the chain its constructor builds now."""
     lr = ScaleByLearningRateState
     if isinstance(state, SgdState):
         return ChainState((EmptyState(), TraceState(state.velocity), lr(state.count)))
