@@ -1,14 +1,18 @@
 """Saving and loading models: one `.npz` file, written atomically, read without unpickling.
 
-Layout (format "fran.model", version 1), all entries plain `.npy` arrays in one zip archive:
+Layout (format "fran.model", version 2), all entries plain `.npy` arrays in one zip archive:
 
     __meta__            uint8 array holding UTF-8 JSON: format, version, fran_version, the network
                         ({"layer": name, "args": {...}} per layer, epoch, step), input_shape, seed,
-                        dtype, opt_state ({"type": "AdamState", "fields": {"count": 120}} or null)
-                        and the user's metadata
+                        dtype, opt_state (null, or the optimizer state by its structure: see
+                        _encode_state) and the user's metadata
     params/<i>/<key>    the params of layer i, e.g. params/0/w (paths as fran.tree.tree_items)
     state/<i>/<key>     the layers' state (running statistics), e.g. state/1/mean (none before v2)
-    opt/<field>/<i>/<key>  each params-shaped field of the optimizer state, e.g. opt/mu/0/w
+    opt/<path>          each array of the optimizer state at its path of fields, keys and indices,
+                        e.g. opt/inner/1/mu/0/w (adam's first moment of layer 0's w)
+
+Version 1 files (still read) named the optimizer state's class from a fixed table,
+{"type": "AdamState", "fields": {"count": 120}}, its params-shaped fields under opt/<field>/...
 
 Writes go to a uniquely named temporary file in the target's folder, are fsynced and then renamed
 over the target, so a crash, a full disk or a concurrent writer leaves either the old file or a

@@ -146,16 +146,15 @@ def register_state(cls: type) -> type:
     """Make fran.io load a NamedTuple state class as itself (usable as a decorator).
 
     Without it a user's state still saves, loads and resumes: it loads as a stand-in NamedTuple
-    of the same name and fields, which train_nn carries over into the optimizer's own class.
+    of the same name and fields, which train_nn carries over into the optimizer's own class. A
+    class registered under a name registered before replaces the earlier one.
     """
     if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
         raise TypeError(f"register_state: expected a NamedTuple class, got {cls!r}")
     name = state_name(cls)
     if not STATE_NAME.fullmatch(name):
         raise ValueError(f"register_state: {cls!r} has a name fran cannot save ({name!r})")
-    if _KNOWN.get(name, cls) is not cls:
-        raise ValueError(f"register_state: {name!r} is already registered as {_KNOWN[name]!r}")
-    _KNOWN[name] = cls
+    _KNOWN[name] = cls  # a class of the same name replaces it: a module re-run in a notebook
     return cls
 
 

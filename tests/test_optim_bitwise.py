@@ -24,8 +24,8 @@ import pytest
 import fran
 from fran import optim, schedules
 from fran.losses import cross_entropy, mse
-from fran.tree import freeze, tree_leaves, tree_map
 from fran.train import minibatches, train_step
+from fran.tree import freeze, tree_leaves, tree_map
 
 GRID_STEPS = 12
 
@@ -62,38 +62,38 @@ ADAMS = {
 
 # recorded with tests/legacy_optim.py == fran.optim at commit d8f5c82 (sha256, first 16 digits)
 HASHES = {
-    ('adadelta', 'float32'): '365c1a939fd87b3b',
-    ('adadelta', 'float64'): '8993fa5ab044aab6',
-    ('adadelta_args', 'float32'): '7a58f3d59f8f3cea',
-    ('adadelta_args', 'float64'): '722255bf6fb218b1',
-    ('adadelta_cosine', 'float32'): '074b612444abef09',
-    ('adadelta_cosine', 'float64'): '9d207f8e8dc0471a',
-    ('clip', 'float32'): '126b5fbcb0e2c260',
-    ('clip', 'float64'): 'c96722c9f1746e14',
-    ('clip_rmsprop', 'float32'): '866b9e598b5fd1e7',
-    ('clip_rmsprop', 'float64'): 'e8ae601eb781c472',
-    ('clip_sgd', 'float32'): '335498bdaa88de10',
-    ('clip_sgd', 'float64'): '5f95a0ec8c4715e4',
-    ('rmsprop', 'float32'): '7db45ba87498ef56',
-    ('rmsprop', 'float64'): 'ab317b2e438a71d8',
-    ('rmsprop_exponential', 'float32'): '9b6bbde724a22831',
-    ('rmsprop_exponential', 'float64'): '33647c4d7e6994d5',
-    ('rmsprop_momentum', 'float32'): '24182dcc1ec81491',
-    ('rmsprop_momentum', 'float64'): '543905fbb4ceec87',
-    ('sgd', 'float32'): '53b4d2214ae9f737',
-    ('sgd', 'float64'): 'e0c0c0b0580aa148',
-    ('sgd_all', 'float32'): '03be9df0bfd97623',
-    ('sgd_all', 'float64'): 'ecac98c7e0580ac9',
-    ('sgd_default', 'float32'): '78a9523d4724bc17',
-    ('sgd_default', 'float64'): '8736de5e907fcedd',
-    ('sgd_momentum', 'float32'): 'b3f5c6b70de9c4a3',
-    ('sgd_momentum', 'float64'): 'd01ad007f9a49cb1',
-    ('sgd_nesterov', 'float32'): 'e1ff37d5aacc9bee',
-    ('sgd_nesterov', 'float64'): '2ef7debc2d824b2e',
-    ('sgd_step_decay', 'float32'): 'b53b5f80bf5c644f',
-    ('sgd_step_decay', 'float64'): 'e6047de0c0829fb4',
-    ('sgd_wd', 'float32'): '7fb77d2d06d639a1',
-    ('sgd_wd', 'float64'): '1aa0d7f807aebd9c',
+    ("adadelta", "float32"): "365c1a939fd87b3b",
+    ("adadelta", "float64"): "8993fa5ab044aab6",
+    ("adadelta_args", "float32"): "7a58f3d59f8f3cea",
+    ("adadelta_args", "float64"): "722255bf6fb218b1",
+    ("adadelta_cosine", "float32"): "074b612444abef09",
+    ("adadelta_cosine", "float64"): "9d207f8e8dc0471a",
+    ("clip", "float32"): "126b5fbcb0e2c260",
+    ("clip", "float64"): "c96722c9f1746e14",
+    ("clip_rmsprop", "float32"): "866b9e598b5fd1e7",
+    ("clip_rmsprop", "float64"): "e8ae601eb781c472",
+    ("clip_sgd", "float32"): "335498bdaa88de10",
+    ("clip_sgd", "float64"): "5f95a0ec8c4715e4",
+    ("rmsprop", "float32"): "7db45ba87498ef56",
+    ("rmsprop", "float64"): "ab317b2e438a71d8",
+    ("rmsprop_exponential", "float32"): "9b6bbde724a22831",
+    ("rmsprop_exponential", "float64"): "33647c4d7e6994d5",
+    ("rmsprop_momentum", "float32"): "24182dcc1ec81491",
+    ("rmsprop_momentum", "float64"): "543905fbb4ceec87",
+    ("sgd", "float32"): "53b4d2214ae9f737",
+    ("sgd", "float64"): "e0c0c0b0580aa148",
+    ("sgd_all", "float32"): "03be9df0bfd97623",
+    ("sgd_all", "float64"): "ecac98c7e0580ac9",
+    ("sgd_default", "float32"): "78a9523d4724bc17",
+    ("sgd_default", "float64"): "8736de5e907fcedd",
+    ("sgd_momentum", "float32"): "b3f5c6b70de9c4a3",
+    ("sgd_momentum", "float64"): "d01ad007f9a49cb1",
+    ("sgd_nesterov", "float32"): "e1ff37d5aacc9bee",
+    ("sgd_nesterov", "float64"): "2ef7debc2d824b2e",
+    ("sgd_step_decay", "float32"): "b53b5f80bf5c644f",
+    ("sgd_step_decay", "float64"): "e6047de0c0829fb4",
+    ("sgd_wd", "float32"): "7fb77d2d06d639a1",
+    ("sgd_wd", "float64"): "1aa0d7f807aebd9c",
 }
 
 
@@ -128,12 +128,8 @@ def _run(opt, dtype, steps=GRID_STEPS):
     state = opt.init(params)
     for step in range(steps):
         updates, state = opt.update(_grads(step, params), state, params)
-        params = opt_apply(params, updates)
+        params = optim.apply_updates(params, updates)  # the same function for both
     return params, state
-
-
-def opt_apply(params, updates):
-    return optim.apply_updates(params, updates)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

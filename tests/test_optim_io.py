@@ -56,7 +56,7 @@ def averaged(lr: float) -> fran.Optimizer:
     def update(grads, state, params):
         avg = tree_map(lambda a, g: 0.5 * a + 0.5 * g, state["avg"], grads)
         scale = state["scale"] * np.float32(0.99)
-        new = {**state, "step": state["step"] + 1, "scale": scale, "avg": avg, "best": 0.5}
+        new = {**state, "step": state["step"] + 1, "scale": scale, "avg": avg}  # best stays -inf
         return tree_map(lambda a: -lr * scale * a, avg), new
 
     return fran.Optimizer("averaged", init, update)
