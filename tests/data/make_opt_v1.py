@@ -14,7 +14,6 @@ import fran
 from fran import schedules
 from fran.tree import tree_leaves
 
-OUT = Path(sys.argv[1])
 NET = fran.network(
     [
         fran.conv2d(k=3, channels=2),
@@ -40,13 +39,20 @@ def data():
     return rng.normal(size=(40, 1, 6, 6)).astype(np.float32) + y[:, None, None, None], y
 
 
-X, y = data()
-for name, opt in OPTIMIZERS.items():
-    model = fran.train_nn(fran.init_weights(NET, 6, 6, seed=5), X, y, optimizer=opt, batch_size=16)
-    fran.save(OUT / f"opt_v1_{name}.npz", model)
-    more = fran.train_nn(model, X, y, optimizer=opt, batch_size=16)
-    np.save(
-        OUT / f"opt_v1_{name}_next.npy",
-        np.concatenate([a.ravel() for a in tree_leaves(more.params)]),
-    )
-    print(name, type(model.opt_state).__name__)
+def main(out: Path) -> None:
+    X, y = data()
+    for name, opt in OPTIMIZERS.items():
+        model = fran.train_nn(
+            fran.init_weights(NET, 6, 6, seed=5), X, y, optimizer=opt, batch_size=16
+        )
+        fran.save(out / f"opt_v1_{name}.npz", model)
+        more = fran.train_nn(model, X, y, optimizer=opt, batch_size=16)
+        np.save(
+            out / f"opt_v1_{name}_next.npy",
+            np.concatenate([a.ravel() for a in tree_leaves(more.params)]),
+        )
+        print(name, type(model.opt_state).__name__)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
