@@ -35,6 +35,7 @@ import json
 import keyword
 import math
 import os
+import reprlib
 import stat
 import tempfile
 import zipfile
@@ -206,6 +207,8 @@ def _encode_state(value, path: tuple, arrays: dict) -> Any:
     {"tuple": [...]}, an array {"array": shape, "dtype": str} stored as the entry opt/<path>, a
     NumPy scalar {"scalar": value, "dtype": str}; Python numbers, bools and None are themselves."""
     where = "/".join(("opt", *path))
+    if len(path) > META_MAX_DEPTH:
+        raise ValueError(f"save: optimizer state {where} nests deeper than META_MAX_DEPTH")
     if value is None or isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
         return value
     if isinstance(value, (np.ndarray, np.generic)):
@@ -769,7 +772,7 @@ class _StateLayout:
         if node is None or isinstance(node, (bool, int, float)):
             return ("value", node)
         if not isinstance(node, dict) or len(node) not in (1, 2):
-            raise self.fail(path, f"expected null, a number or a state node, got {node!r:.200}")
+            raise self.fail(path, f"expected null, a number or a state node, got {_short(node)}")
         if "array" in node:
             return self._array(node, path)
         if "scalar" in node:
@@ -785,7 +788,7 @@ class _StateLayout:
             cls = self._class(node["namedtuple"], node["fields"], path)
             fields = {f: self._parse(v, (*path, f)) for f, v in node["fields"].items()}
             return ("namedtuple", cls, fields)
-        raise self.fail(path, f"not a state node: {node!r:.200}")
+        raise self.fail(path, f"not a state node: {_short(node)}")
 
     def _array(self, node, path: tuple):
         shape = node["array"]
@@ -793,7 +796,7 @@ class _StateLayout:
             isinstance(shape, list) and len(shape) <= 32 and all(_is_count(n) for n in shape)
         ):
             raise self.fail(
-                path, f"an array is {{'array': shape, 'dtype': str}}, got {node!r:.200}"
+                path, f"an array is {{'array': shape, 'dtype': str}}, got {_short(node)}"
             )
         dtype = _state_dtype(self.reader, node["dtype"], "/".join(("opt", *path)))
         name = "/".join(("opt", *path))
@@ -802,7 +805,7 @@ class _StateLayout:
 
     def _class(self, name, fields: dict, path: tuple) -> type:
         if not (isinstance(name, str) and len(name) <= 256 and STATE_NAME.fullmatch(name)):
-            raise self.fail(path, f"{name!r:.100} is not a NamedTuple name")
+            raise self.fail(path, f"{_short(name)} is not a NamedTuple name")
         if len(fields) > STATE_MAX_FIELDS:
             raise self.fail(path, f"{name} has {len(fields)} fields, over {STATE_MAX_FIELDS}")
         cls = known_state(name)
@@ -856,6 +859,11 @@ class _StateLayout:
             raise self.reader.fail(f"cannot rebuild {state_name(cls)}: {exc}") from None
 
 
+def _short(value) -> str:
+    """A bounded repr for messages about hostile JSON (never the whole of a huge node)."""
+    return reprlib.repr(value)
+
+
 def _stand_in(name: str, fields: tuple, fail, path) -> type:
     """A NamedTuple class standing for the saved class `name`, which this process does not know."""
     last = name.rsplit(".", 1)[-1]
@@ -863,7 +871,7 @@ def _stand_in(name: str, fields: tuple, fail, path) -> type:
         f.isidentifier() and not keyword.iskeyword(f) and not f.startswith("_") for f in fields
     )
     if not (last.isidentifier() and not keyword.iskeyword(last) and good):
-        raise fail(path, f"{name} with fields {list(fields)!r:.200} cannot be a NamedTuple")
+        raise fail(path, f"{name} with fields {_short(list(fields))} cannot be a NamedTuple")
     return _stand_in_class(name, last, fields)
 
 

@@ -358,3 +358,19 @@ def test_junk_class_names_resolve_to_stand_ins_and_import_nothing(saved):
     assert set(sys.modules) == before
     assert type(state).__name__ == "system" and type(state).__module__ == "fran.optim.saved"
     assert state == (1,) and state.command == 1 and not callable(state)
+
+
+def test_a_huge_junk_node_gets_a_short_message(saved):
+    _bare({"junk": ["x" * 1000] * 1000})(saved)
+    with pytest.raises(CheckpointError, match="a state node") as info:
+        fran.load(saved)
+    assert len(str(info.value)) < 400
+
+
+def test_save_refuses_a_state_that_contains_itself(tmp_path):
+    state: dict = {}
+    state["self"] = state
+    model = fran.init_weights(_net(), 6, 6)
+    model = type(model)(**{**_fields(model), "opt_state": state})
+    with pytest.raises(ValueError, match="nests deeper than META_MAX_DEPTH"):
+        fran.save(tmp_path / "m.npz", model)
