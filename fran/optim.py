@@ -120,8 +120,8 @@ def from_legacy(state):
     if isinstance(state, AdamState):
         return ChainState((EmptyState(), ScaleByAdamState(*state), lr(state.count)))
     if isinstance(state, RmspropState):
-        rms, trace = ScaleByRmsState(state.square_avg), TraceState(state.momentum_buffer)
-        return ChainState((rms, trace, lr(state.count)))
+        rms, momentum = ScaleByRmsState(state.square_avg), TraceState(state.momentum_buffer)
+        return ChainState((rms, momentum, lr(state.count)))
     if isinstance(state, AdadeltaState):
         adadelta = ScaleByAdadeltaState(state.square_avg, state.acc_delta)
         return ChainState((adadelta, lr(state.count)))
