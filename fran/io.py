@@ -1,14 +1,18 @@
 """Saving and loading models: one `.npz` file, written atomically, read without unpickling.
 
-Layout (format "fran.model", version 1), all entries plain `.npy` arrays in one zip archive:
+Layout (format "fran.model", version 2), all entries plain `.npy` arrays in one zip archive:
 
     __meta__            uint8 array holding UTF-8 JSON: format, version, fran_version, the network
                         ({"layer": name, "args": {...}} per layer, epoch, step), input_shape, seed,
-                        dtype, opt_state ({"type": "AdamState", "fields": {"count": 120}} or null)
-                        and the user's metadata
+                        dtype, opt_state (null, or the optimizer state by its structure: see
+                        _encode_state) and the user's metadata
     params/<i>/<key>    the params of layer i, e.g. params/0/w (paths as fran.tree.tree_items)
     state/<i>/<key>     the layers' state (running statistics), e.g. state/1/mean (none before v2)
-    opt/<field>/<i>/<key>  each params-shaped field of the optimizer state, e.g. opt/mu/0/w
+    opt/<path>          each array of the optimizer state at its path of fields, keys and indices,
+                        e.g. opt/inner/1/mu/0/w (adam's first moment of layer 0's w)
+
+Version 1 files (still read) named the optimizer state's class from a fixed table,
+{"type": "AdamState", "fields": {"count": 120}}, its params-shaped fields under opt/<field>/...
 
 Writes go to a uniquely named temporary file in the target's folder, are fsynced and then renamed
 over the target, so a crash, a full disk or a concurrent writer leaves either the old file or a
@@ -24,10 +28,14 @@ naming the file.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import json
+import keyword
 import math
 import os
+import reprlib
 import stat
 import tempfile
 import zipfile
@@ -41,11 +49,11 @@ import numpy as np
 import fran
 from fran import engine, registry
 from fran.model import Model
-from fran.optim import STATES
+from fran.optim import LEGACY_STATES, STATE_NAME, from_legacy, known_state, state_name
 from fran.tree import freeze, tree_items, tree_leaves, tree_map
 
 FORMAT = "fran.model"
-VERSION = 1
+VERSION = 2  # 2: optimizer states encoded by their structure (1: by a table of names)
 META = "__meta__"
 CHECKPOINT_NAME = "checkpoint.npz"
 META_MAX_BYTES = 64 * 2**20  # the JSON entry (spec + user metadata): save refuses, load refuses
@@ -186,33 +194,56 @@ def _is_scalar(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def _is_state(value) -> bool:
-    return isinstance(value, tuple) and STATES.get(type(value).__name__) is type(value)
+STATE_DTYPE_KINDS = "fiub"  # the arrays and NumPy scalars an optimizer state may hold
 
 
-def _encode_opt(state, prefix: str, put) -> dict:
-    """An optimizer state NamedTuple as JSON: {"type", "fields": scalars} plus, for a chain,
-    {"inner": {field: [encoded states]}}; its params-shaped trees go to put(prefix/field, tree)."""
-    if not _is_state(state):
-        raise TypeError(
-            f"save: optimizer state {type(state).__name__} is not one of fran.optim.STATES "
-            f"({', '.join(STATES)})"
-        )
-    scalars, inner = {}, {}
-    for field in state._fields:
-        value = getattr(state, field)
-        if _is_scalar(value):
-            scalars[field] = value.item() if isinstance(value, np.generic) else value
-        elif isinstance(value, tuple) and value and all(_is_state(v) for v in value):
-            inner[field] = [
-                _encode_opt(v, f"{prefix}/{field}/{i}", put) for i, v in enumerate(value)
-            ]
-        else:
-            put(f"{prefix}/{field}", value)
-    out = {"type": type(state).__name__, "fields": scalars}
-    if inner:
-        out["inner"] = inner
-    return out
+def _is_namedtuple(value) -> bool:
+    return isinstance(value, tuple) and hasattr(type(value), "_fields")
+
+
+def _encode_state(value, path: tuple, arrays: dict) -> Any:
+    """An optimizer state as JSON, by its structure (no table of types): a NamedTuple is
+    {"namedtuple": "module.QualName", "fields": {...}}, a dict {"dict": {...}}, a tuple
+    {"tuple": [...]}, an array {"array": shape, "dtype": str} stored as the entry opt/<path>, a
+    NumPy scalar {"scalar": value, "dtype": str}; Python numbers, bools and None are themselves."""
+    where = "/".join(("opt", *path))
+    if len(path) > META_MAX_DEPTH:
+        raise ValueError(f"save: optimizer state {where} nests deeper than META_MAX_DEPTH")
+    if value is None or isinstance(value, (bool, int, float)) and not isinstance(value, np.generic):
+        return value
+    if isinstance(value, (np.ndarray, np.generic)):
+        if value.dtype.kind not in STATE_DTYPE_KINDS:
+            raise TypeError(
+                f"save: optimizer state {where} has dtype {value.dtype}; states hold arrays and "
+                f"scalars of floats, ints or bools"
+            )
+        if isinstance(value, np.generic):
+            return {"scalar": value.item(), "dtype": value.dtype.str}
+        arrays[where] = value
+        return {"array": list(value.shape), "dtype": value.dtype.str}
+    if _is_namedtuple(value):
+        name = state_name(type(value))
+        if not STATE_NAME.fullmatch(name):
+            raise TypeError(f"save: optimizer state {where} is a {name!r}, a name fran cannot save")
+        fields = {
+            f: _encode_state(v, (*path, f), arrays)
+            for f, v in zip(value._fields, value, strict=True)
+        }
+        return {"namedtuple": name, "fields": fields}
+    if isinstance(value, dict):
+        for key in value:
+            if not (isinstance(key, str) and key and "/" not in key):
+                raise TypeError(
+                    f"save: optimizer state {where} has the dict key {key!r}; keys must be "
+                    f"non-empty strings without '/'"
+                )
+        return {"dict": {k: _encode_state(v, (*path, k), arrays) for k, v in value.items()}}
+    if type(value) is tuple:
+        return {"tuple": [_encode_state(v, (*path, str(i)), arrays) for i, v in enumerate(value)]}
+    raise TypeError(
+        f"save: optimizer state {where} is a {type(value).__name__}; a state holds NamedTuples, "
+        f"dicts, tuples, NumPy arrays and scalars, Python numbers, bools and None"
+    )
 
 
 def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
@@ -232,9 +263,7 @@ def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
 
     put("params", model.params)
     put("state", model.state)
-    opt = None
-    if model.opt_state is not None:
-        opt = _encode_opt(model.opt_state, "opt", put)
+    opt = _encode_state(model.opt_state, (), arrays)
     layers = [_encode_spec(layer, f"layer {i}") for i, layer in enumerate(model.spec.layers)]
     meta = {
         "format": FORMAT,
@@ -577,9 +606,9 @@ def _read_tree(reader: _Reader, prefix: str, like, dtype: np.dtype):
     return freeze(tree_map(lambda a: leaf(next(paths), np.shape(a)), like))
 
 
-class _OptLayout:
-    """A saved optimizer state's layout, validated: its class, scalars, nested states and the
-    params-shaped fields stored as arrays under `prefix`."""
+class _LegacyOptLayout:
+    """A format-1 optimizer state's layout, validated: its class (a name in LEGACY_STATES),
+    scalars, nested states and the params-shaped fields stored as arrays under `prefix`."""
 
     def __init__(self, reader: _Reader, entry, prefix: str, depth: int = 0):
         if depth > 8:
@@ -590,9 +619,10 @@ class _OptLayout:
             )
         if set(entry) - {"type", "fields", "inner"}:
             raise reader.fail(f"unknown keys in opt_state {sorted(entry)}")
-        self.cls = STATES.get(entry.get("type")) if isinstance(entry.get("type"), str) else None
+        name = entry.get("type")
+        self.cls = LEGACY_STATES.get(name) if isinstance(name, str) else None
         if self.cls is None:
-            known = ", ".join(STATES)
+            known = ", ".join(LEGACY_STATES)
             raise reader.fail(f"unknown optimizer state {entry.get('type')!r}; known: {known}")
         self.scalars = entry["fields"]
         inner = entry.get("inner", {})
@@ -607,7 +637,9 @@ class _OptLayout:
         ):
             raise reader.fail(f"invalid {self.cls.__name__} fields {entry!r}")
         self.inner = {
-            f: [_OptLayout(reader, e, f"{prefix}/{f}/{i}", depth + 1) for i, e in enumerate(v)]
+            f: [
+                _LegacyOptLayout(reader, e, f"{prefix}/{f}/{i}", depth + 1) for i, e in enumerate(v)
+            ]
             for f, v in inner.items()
         }
         self.prefix = prefix
@@ -642,10 +674,195 @@ class _OptLayout:
             raise reader.fail(f"cannot rebuild {self.cls.__name__}: {exc}") from None
 
 
-def _opt_layout(reader: _Reader, meta: dict) -> _OptLayout | None:
-    """The optimizer state's layout, or None when the model has no optimizer state."""
-    opt = meta.get("opt_state")
-    return None if opt is None else _OptLayout(reader, opt, "opt")
+def _decode_number(reader: _Reader, node, where: str):
+    """A NumPy scalar {"scalar": value, "dtype": str}, rebuilt exactly (JSON keeps a float64's
+    digits, and every float32, int or bool value fits its JSON number)."""
+    if set(node) != {"scalar", "dtype"}:
+        raise reader.fail(
+            f"optimizer state {where}: a scalar is {{'scalar', 'dtype'}}, got {node!r}"
+        )
+    dtype = _state_dtype(reader, node["dtype"], where)
+    value = node["scalar"]
+    if not isinstance(value, (int, float)) or dtype.kind != "b" and isinstance(value, bool):
+        raise reader.fail(f"optimizer state {where}: scalar {value!r} is not a number")
+    try:
+        with np.errstate(all="raise"):
+            out = dtype.type(value)
+    except (OverflowError, FloatingPointError, ValueError, TypeError) as exc:
+        raise reader.fail(f"optimizer state {where}: {value!r} is no {dtype}: {exc}") from None
+    if out != value and not (isinstance(value, float) and math.isnan(value)):
+        raise reader.fail(f"optimizer state {where}: {value!r} does not fit {dtype}")
+    return out
+
+
+def _state_dtype(reader: _Reader, name, where: str) -> np.dtype:
+    try:
+        dtype = np.dtype(name) if isinstance(name, str) and len(name) <= 8 else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in STATE_DTYPE_KINDS or dtype.hasobject:
+        raise reader.fail(
+            f"optimizer state {where}: dtype {name!r} is not a float, int or bool dtype"
+        )
+    return dtype
+
+
+STATE_MAX_CLASSES = 64  # stand-in NamedTuple classes one file may make
+STATE_MAX_FIELDS = 256  # fields of one NamedTuple in a file
+
+
+class _StateLayout:
+    """A format-2 optimizer state, validated from its JSON before any array is read: the
+    entries it names (opt/<path>, with shape and dtype) and the plan to rebuild it. A
+    NamedTuple's name is looked up among the classes fran.optim knows (its own and those given
+    to register_state), never imported; any other name becomes a stand-in NamedTuple of that
+    name and those fields (fran.optim.carry_over turns it into the optimizer's own class)."""
+
+    def __init__(self, reader: _Reader, node):
+        self.reader, self.entries, self.classes = reader, {}, {}
+        self.plan = self._parse(node, ())
+
+    def fail(self, path: tuple, what: str) -> CheckpointError:
+        return self.reader.fail(f"optimizer state {'/'.join(('opt', *path))}: {what}")
+
+    def _parse(self, node, path: tuple):
+        if node is None or isinstance(node, (bool, int, float)):
+            return ("value", node)
+        if not isinstance(node, dict) or len(node) not in (1, 2):
+            raise self.fail(path, f"expected null, a number or a state node, got {_short(node)}")
+        if "array" in node:
+            return self._array(node, path)
+        if "scalar" in node:
+            return ("value", _decode_number(self.reader, node, "/".join(("opt", *path))))
+        if "tuple" in node and len(node) == 1 and isinstance(node["tuple"], list):
+            return ("tuple", [self._parse(v, (*path, str(i))) for i, v in enumerate(node["tuple"])])
+        if "dict" in node and len(node) == 1 and isinstance(node["dict"], dict):
+            for key in node["dict"]:
+                if not key or "/" in key:
+                    raise self.fail(path, f"dict key {key!r} is empty or holds '/'")
+            return ("dict", {k: self._parse(v, (*path, k)) for k, v in node["dict"].items()})
+        if set(node) == {"namedtuple", "fields"} and isinstance(node["fields"], dict):
+            cls = self._class(node["namedtuple"], node["fields"], path)
+            fields = {f: self._parse(v, (*path, f)) for f, v in node["fields"].items()}
+            return ("namedtuple", cls, fields)
+        raise self.fail(path, f"not a state node: {_short(node)}")
+
+    def _array(self, node, path: tuple):
+        shape = node["array"]
+        if set(node) != {"array", "dtype"} or not (
+            isinstance(shape, list) and len(shape) <= 32 and all(_is_count(n) for n in shape)
+        ):
+            raise self.fail(
+                path, f"an array is {{'array': shape, 'dtype': str}}, got {_short(node)}"
+            )
+        dtype = _state_dtype(self.reader, node["dtype"], "/".join(("opt", *path)))
+        name = "/".join(("opt", *path))
+        self.entries[name] = (tuple(shape), dtype)
+        return ("array", name)
+
+    def _class(self, name, fields: dict, path: tuple) -> type:
+        if not (isinstance(name, str) and len(name) <= 256 and STATE_NAME.fullmatch(name)):
+            raise self.fail(path, f"{_short(name)} is not a NamedTuple name")
+        if len(fields) > STATE_MAX_FIELDS:
+            raise self.fail(path, f"{name} has {len(fields)} fields, over {STATE_MAX_FIELDS}")
+        cls = known_state(name)
+        if cls is not None:
+            missing = [f for f in cls._fields if f not in fields and f not in cls._field_defaults]
+            unknown = [f for f in fields if f not in cls._fields]
+            if missing or unknown:
+                raise self.fail(
+                    path,
+                    f"{name}'s fields are {list(cls._fields)}; the file's lack {missing} and "
+                    f"add {unknown}",
+                )
+            return cls
+        key = (name, tuple(fields))
+        if key not in self.classes:
+            if len(self.classes) >= STATE_MAX_CLASSES:
+                raise self.fail(path, f"more than {STATE_MAX_CLASSES} unknown NamedTuple classes")
+            self.classes[key] = _stand_in(name, tuple(fields), self.fail, path)
+        return self.classes[key]
+
+    def check_size(self) -> None:
+        """Refuse arrays whose declared bytes exceed what the file's entries hold, unread."""
+        need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in self.entries.values())
+        stored = sum(info.file_size for info in self.reader.infos.values())
+        if need > stored:
+            raise self.reader.fail(
+                f"the optimizer state declares {need:,} bytes of arrays, more than the "
+                f"{stored:,} bytes the file's entries hold"
+            )
+
+    def read(self):
+        return self._build(self.plan)
+
+    def _build(self, plan):
+        kind = plan[0]
+        if kind == "value":
+            return plan[1]
+        if kind == "array":
+            shape, dtype = self.entries[plan[1]]
+            array = self.reader.read(plan[1], shape, dtype)
+            array.flags.writeable = False
+            return array
+        if kind == "tuple":
+            return tuple(self._build(p) for p in plan[1])
+        if kind == "dict":
+            return {k: self._build(p) for k, p in plan[1].items()}
+        cls, fields = plan[1], plan[2]
+        try:
+            return cls(**{f: self._build(p) for f, p in fields.items()})
+        except (TypeError, ValueError) as exc:
+            raise self.reader.fail(f"cannot rebuild {state_name(cls)}: {exc}") from None
+
+
+def _short(value) -> str:
+    """A bounded repr for messages about hostile JSON (never the whole of a huge node)."""
+    return reprlib.repr(value)
+
+
+def _stand_in(name: str, fields: tuple, fail, path) -> type:
+    """A NamedTuple class standing for the saved class `name`, which this process does not know."""
+    last = name.rsplit(".", 1)[-1]
+    good = all(
+        f.isidentifier() and not keyword.iskeyword(f) and not f.startswith("_") for f in fields
+    )
+    if not (last.isidentifier() and not keyword.iskeyword(last) and good):
+        raise fail(path, f"{name} with fields {_short(list(fields))} cannot be a NamedTuple")
+    return _stand_in_class(name, last, fields)
+
+
+@functools.lru_cache(maxsize=256)
+def _stand_in_class(name: str, last: str, fields: tuple) -> type:
+    """One class per (name, fields) in a process, so states loaded twice compare equal."""
+    cls = collections.namedtuple(last, fields, module="fran.optim.saved")
+    cls._fran_saved_as = name
+    return cls
+
+
+class _OptState:
+    """The optimizer state a file holds: format 1's (converted by from_legacy) or format 2's."""
+
+    def __init__(self, reader: _Reader, meta: dict):
+        node = meta.get("opt_state")
+        self.legacy = self.layout = None
+        if node is None:
+            return
+        if meta["version"] == 1:
+            self.legacy = _LegacyOptLayout(reader, node, "opt")
+        else:
+            self.layout = _StateLayout(reader, node)
+            self.layout.check_size()
+
+    def entries(self, paths: list[str]) -> set:
+        if self.legacy is not None:
+            return self.legacy.entries(paths)
+        return set(self.layout.entries) if self.layout is not None else set()
+
+    def read(self, reader: _Reader, like, dtype):
+        if self.legacy is not None:
+            return from_legacy(self.legacy.read(reader, like, dtype))
+        return None if self.layout is None else self.layout.read()
 
 
 def _settings(reader: _Reader, meta: dict) -> tuple[tuple, int, np.dtype, dict]:
@@ -676,17 +893,16 @@ def _read_model(reader: _Reader) -> tuple[Model, dict]:
     input_shape, seed, dtype, user = _settings(reader, meta)
     spec = _read_spec(reader, meta)
     like = _expected_params(reader, spec, input_shape, dtype)
-    opt = _opt_layout(reader, meta)
+    opt = _OptState(reader, meta)
     paths = [path for path, _ in tree_items(like)]
     state_like = _expected_state(reader, spec, input_shape, dtype)
     expected = {f"params/{path}" for path in paths}
-    if opt is not None:
-        expected |= opt.entries(paths)
+    expected |= opt.entries(paths)
     expected |= {f"state/{path}" for path, _ in tree_items(state_like)}
     _check_entries(reader, {META} | expected)
     params = _read_tree(reader, "params", like, dtype)
     state = _read_tree(reader, "state", state_like, dtype)
-    opt_state = None if opt is None else opt.read(reader, like, dtype)
+    opt_state = opt.read(reader, like, dtype)
     model = Model(
         spec=spec,
         params=params,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -18,7 +19,7 @@ from fran import engine, parallel
 from fran.layers.softmax import softmax
 from fran.losses import Loss, cross_entropy, get_loss, mse
 from fran.model import Model
-from fran.optim import Optimizer, adam, apply_updates, get_optimizer, same_kind
+from fran.optim import Optimizer, adam, apply_updates, carry_over, describe, get_optimizer
 from fran.tree import freeze
 
 
@@ -234,11 +235,29 @@ def minibatches(X, y, batch_size: int, rng: np.random.Generator) -> Iterator[tup
         yield X[idx], y[idx]
 
 
+class OptimizerStateWarning(UserWarning):
+    """train_nn met a model whose optimizer state does not fit the optimizer it was given, and
+    started that optimizer from a fresh state (the message names both)."""
+
+
 def _opt_state_for(optimizer: Optimizer, model: Model):
+    """The model's optimizer state continued under `optimizer` (see fran.optim.carry_over), or
+    a fresh one: silently when the model has none, with an OptimizerStateWarning otherwise."""
     fresh = optimizer.init(model.params)
-    if model.opt_state is not None and same_kind(model.opt_state, fresh):
-        return model.opt_state
-    return fresh  # first epoch, or a different kind of optimizer: start from its fresh state
+    if model.opt_state is None:
+        return fresh
+    state = carry_over(model.opt_state, fresh)
+    if state is None:
+        warnings.warn(
+            f"train_nn: the model's optimizer state (from {describe(model.opt_state)}) does not "
+            f"fit {optimizer.name} (whose state is {describe(fresh)}), so {optimizer.name} starts "
+            f"from a fresh state; to start afresh without this warning, train "
+            f"attrs.evolve(model, opt_state=None)",
+            OptimizerStateWarning,
+            stacklevel=3,
+        )
+        return fresh
+    return state
 
 
 def train_nn(
@@ -262,7 +281,9 @@ def train_nn(
         optimizer: an Optimizer (sgd, adam, adamw, rmsprop, adadelta, or a chain such as
             chain(clip_by_global_norm(1.0), adam(1e-3))) or one of the names "sgd" (lr 0.01),
             "adam", "adamw", "rmsprop", "adadelta" (their defaults); its state travels inside
-            the model across epochs.
+            the model across epochs. A state another optimizer left continues when it fits
+            (fran.optim.carry_over: adam's under adamw, or under a chain with clipping added);
+            otherwise the optimizer starts afresh with an OptimizerStateWarning.
         batch_size: samples per step; a batch larger than the data is the whole data.
         loss: None (cross_entropy after a final softmax, else mse), a Loss or its name.
         seed: the shuffle seed; None uses the model's seed. Epoch e shuffles with [seed, e].
@@ -355,6 +376,7 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
 
 
 __all__ = [
+    "OptimizerStateWarning",
     "TrainingError",
     "cross_entropy",
     "evaluate_nn",

@@ -339,7 +339,9 @@ def test_float64_end_to_end():
     model = init_weights(net, 10, 10, dtype=np.float64)
     assert model.dtype == np.float64
     model = train_nn(model, X, y, batch_size=8)
-    for path, a in tree_items((model.params, model.opt_state.mu, model.opt_state.nu)):
+    for path, a in tree_items(
+        (model.params, model.opt_state.inner[1].mu, model.opt_state.inner[1].nu)
+    ):
         assert a.dtype == np.float64, path
     assert predict(model, X).dtype == np.float64
     assert np.isfinite(evaluate_nn(model, X, y)["loss"])

@@ -23,7 +23,14 @@ from fran import (
     rmsprop,
     sgd,
 )
-from fran.optim import STATES, get_optimizer, same_kind
+from fran.optim import (
+    ScaleByAdamState,
+    TraceState,
+    from_legacy,
+    get_optimizer,
+    known_state,
+    state_name,
+)
 from fran.schedules import cosine
 from fran.tree import freeze, tree_items, tree_map
 
@@ -67,7 +74,7 @@ def test_sgd_without_momentum_is_one_plain_step():
     opt = sgd(0.1)
     new, state = _step(opt, grads, opt.init(params), params)
     _allclose(new, tree_map(lambda p, g: p - 0.1 * g, params, grads), rtol=1e-15)
-    assert isinstance(state, SgdState)
+    assert isinstance(state.inner[1], TraceState) and state.inner[2].count == 1
 
 
 def test_sgd_with_momentum_follows_torch_for_three_steps():
@@ -85,7 +92,7 @@ def test_sgd_with_momentum_follows_torch_for_three_steps():
             p[i] = p[i] - lr * buf[i]
     for (path, a), expected in zip(tree_items(params), p, strict=True):
         np.testing.assert_allclose(a, expected, rtol=1e-13, err_msg=path)
-    for (path, v), expected in zip(tree_items(state.velocity), buf, strict=True):
+    for (path, v), expected in zip(tree_items(state.inner[1].trace), buf, strict=True):
         np.testing.assert_allclose(v, expected, rtol=1e-13, err_msg=path)
 
 
@@ -103,9 +110,10 @@ def test_one_adam_step_by_hand():
     opt = adam(0.1)
     new, state = _step(opt, grads, opt.init(params), params)
     np.testing.assert_allclose(new["w"], [0.900000002, 1.0999999995], rtol=1e-15)
-    assert state.count == 1
-    np.testing.assert_allclose(state.mu["w"], [0.05, -0.2], rtol=1e-15)
-    np.testing.assert_allclose(state.nu["w"], [0.00025, 0.004], rtol=1e-12)
+    moments = state.inner[1]
+    assert moments.count == 1
+    np.testing.assert_allclose(moments.mu["w"], [0.05, -0.2], rtol=1e-15)
+    np.testing.assert_allclose(moments.nu["w"], [0.00025, 0.004], rtol=1e-12)
 
 
 def test_five_adam_steps_equal_the_paper():
@@ -124,6 +132,7 @@ def test_five_adam_steps_equal_the_paper():
             v[i] = b2 * v[i] + (1 - b2) * g**2
             m_hat, v_hat = m[i] / (1 - b1**t), v[i] / (1 - b2**t)
             p[i] = p[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
+    state = state.inner[1]  # ScaleByAdamState
     assert state.count == 5
     for (path, a), expected in zip(tree_items(params), p, strict=True):
         np.testing.assert_allclose(a, expected, rtol=1e-12, err_msg=path)
@@ -143,7 +152,8 @@ def test_states_keep_the_params_tree(opt):
     for _ in range(2):
         params, state = _step(opt, _grads(0, params), state, params)
         assert _structure(params) == _structure(_params())
-        trees = (state.mu, state.nu) if isinstance(state, AdamState) else (state.velocity,)
+        inner = state.inner[1]
+        trees = (inner.mu, inner.nu) if isinstance(inner, ScaleByAdamState) else (inner.trace,)
         for tree in trees:
             assert _structure(tree) == _structure(params)
             assert type(tree) is tuple and all(type(d) is dict for d in tree)
@@ -260,7 +270,7 @@ def test_adam_params_and_moments_are_read_only_views_of_vectors():
     grads = tree_map(lambda a: np.full_like(a, 0.5), params)
     for _ in range(3):  # the second and later steps start from views, as in training
         params, state = _step(opt, grads, state, params)
-    for tree in (params, state.mu, state.nu):
+    for tree in (params, state.inner[1].mu, state.inner[1].nu):
         leaves = [a for _, a in tree_items(tree)]
         assert all(not a.flags.writeable for a in leaves)
         with pytest.raises(ValueError):
@@ -283,8 +293,8 @@ def test_sgd_weight_decay_and_nesterov_by_hand():
     # nesterov: d = 2 + 0.5 * 2 = 3; p = 2 - 0.3 = 1.7
     p, state = _one(sgd(0.1, momentum=0.5, nesterov=True, weight_decay=0.5), [2.0], [1.0])
     np.testing.assert_allclose(p, [1.7], rtol=1e-15)
-    np.testing.assert_allclose(state.velocity["w"], [2.0], rtol=1e-15)
-    assert state.count == 1
+    np.testing.assert_allclose(state.inner[1].trace["w"], [2.0], rtol=1e-15)
+    assert state.inner[2].count == 1
     # without nesterov: p = 2 - 0.1 * 2 = 1.8
     p, _ = _one(sgd(0.1, momentum=0.5, weight_decay=0.5), [2.0], [1.0])
     np.testing.assert_allclose(p, [1.8], rtol=1e-15)
@@ -294,25 +304,27 @@ def test_adam_l2_and_adamw_decoupled_by_hand():
     # adam wd 0.5, p = 2, g = 1: g' = 2, first step of Adam moves by lr * sign = 0.1 (eps aside)
     p, state = _one(adam(0.1, weight_decay=0.5, eps=1e-300), [2.0], [1.0])
     np.testing.assert_allclose(p, [1.9], rtol=1e-15)
-    np.testing.assert_allclose(state.mu["w"], [0.2], rtol=1e-15)  # (1 - b1) * g' with the L2
+    np.testing.assert_allclose(state.inner[1].mu["w"], [0.2], rtol=1e-15)  # (1 - b1) g' with L2
     # adamw wd 0.5: p = 2 (1 - 0.1 * 0.5) - 0.1 = 1.8; mu from the raw gradient
     p, state = _one(adamw(0.1, weight_decay=0.5, eps=1e-300), [2.0], [1.0])
     np.testing.assert_allclose(p, [1.8], rtol=1e-15)
-    np.testing.assert_allclose(state.mu["w"], [0.1], rtol=1e-15)
-    assert isinstance(state, AdamState)
+    np.testing.assert_allclose(state.inner[0].mu["w"], [0.1], rtol=1e-15)
+    assert isinstance(state.inner[0], ScaleByAdamState)
 
 
 def test_rmsprop_by_hand():
-    # alpha 0.75, g = 2: v = 0.25 * 4 = 1; d = 2 / (1 + eps); p = 1 - 0.1 * 2 = 0.8 (eps 1e-300)
-    p, state = _one(rmsprop(0.1, alpha=0.75, eps=1e-300), [1.0], [2.0])
-    np.testing.assert_allclose(p, [0.8], rtol=1e-15)
-    np.testing.assert_allclose(state.square_avg["w"], [1.0], rtol=1e-15)
+    # alpha 0.75, eps 0.25, g = 2: v = 0.25 * 4 = 1; d = 2 / (sqrt(1) + 0.25) = 1.6;
+    # p = 1 - 0.1 * 1.6 = 0.84 (eps inside the root would give 2 / sqrt(1.25) = 1.789: p 0.821)
+    p, state = _one(rmsprop(0.1, alpha=0.75, eps=0.25), [1.0], [2.0])
+    np.testing.assert_allclose(p, [0.84], rtol=1e-15)
+    np.testing.assert_allclose(state.inner[0].square_avg["w"], [1.0], rtol=1e-15)
     # momentum 0.5, two steps: v2 = 0.75 + 1 = 1.75; b2 = 0.5 * 2 + 2 / sqrt(1.75)
-    p, state = _one(rmsprop(0.1, alpha=0.75, eps=1e-300, momentum=0.5), [1.0], [2.0], steps=2)
-    b2 = 0.5 * 2 + 2 / np.sqrt(1.75)
-    np.testing.assert_allclose(state.momentum_buffer["w"], [b2], rtol=1e-14)
-    np.testing.assert_allclose(p, [1.0 - 0.1 * 2 - 0.1 * b2], rtol=1e-14)
-    assert isinstance(state, RmspropState) and state.count == 2
+    # eps 0.25: b1 = d1 = 1.6; v2 = 0.75 + 1 = 1.75; b2 = 0.5 * 1.6 + 2 / (sqrt(1.75) + 0.25)
+    p, state = _one(rmsprop(0.1, alpha=0.75, eps=0.25, momentum=0.5), [1.0], [2.0], steps=2)
+    b2 = 0.5 * 1.6 + 2 / (np.sqrt(1.75) + 0.25)
+    np.testing.assert_allclose(state.inner[1].trace["w"], [b2], rtol=1e-14)
+    np.testing.assert_allclose(p, [1.0 - 0.1 * 1.6 - 0.1 * b2], rtol=1e-14)
+    assert isinstance(state.inner[1], TraceState) and state.inner[2].count == 2
 
 
 def test_adadelta_by_hand():
@@ -321,9 +333,9 @@ def test_adadelta_by_hand():
     p, state = _one(adadelta(1.0, rho=0.5, eps=1e-2), [1.0], [2.0])
     d = 0.1 / np.sqrt(2.01) * 2
     np.testing.assert_allclose(p, [1.0 - d], rtol=1e-14)
-    np.testing.assert_allclose(state.square_avg["w"], [2.0], rtol=1e-15)
-    np.testing.assert_allclose(state.acc_delta["w"], [0.5 * d * d], rtol=1e-14)
-    assert isinstance(state, AdadeltaState)
+    np.testing.assert_allclose(state.inner[0].square_avg["w"], [2.0], rtol=1e-15)
+    np.testing.assert_allclose(state.inner[0].acc_delta["w"], [0.5 * d * d], rtol=1e-14)
+    assert isinstance(state.inner[0], fran.ScaleByAdadeltaState)
 
 
 def test_clip_by_global_norm_scales_only_large_gradients():
@@ -347,7 +359,7 @@ def test_chain_feeds_each_transformation_the_previous_updates():
     assert isinstance(state, ChainState) and state.inner[0] == EmptyState()
     updates, state = opt.update(grads, state, params)
     np.testing.assert_allclose(updates["w"], [-0.1 * 30 / (50 + 1e-6), -0.1 * 40 / (50 + 1e-6)])
-    assert state.inner[1].count == 1
+    assert state.inner[1].inner[2].count == 1
 
 
 def test_a_schedule_is_called_with_the_steps_before():
@@ -392,8 +404,8 @@ def test_updates_and_states_are_read_only_and_follow_the_rules(opt):
     leaves = [a for _, a in tree_items((updates, params, state)) if not isinstance(a, int)]
     assert leaves and all(not a.flags.writeable for a in leaves)
 
-    def check(s):  # every state a class in STATES; numbers or params-shaped trees
-        assert STATES[type(s).__name__] is type(s)
+    def check(s):  # every state a class fran.io knows; numbers or params-shaped trees
+        assert known_state(state_name(type(s))) is type(s)
         for field in s._fields:
             value = getattr(s, field)
             if isinstance(s, ChainState):
@@ -422,20 +434,23 @@ def test_apply_updates_keeps_dtypes_and_is_read_only():
     assert params["w"][0] == 1.0
 
 
-def test_old_states_still_construct_by_field_name():
+def test_old_states_still_construct_by_field_name_and_become_chains():
     state = SgdState(velocity=({"w": np.zeros(2)},))
     assert state.count == 0
-    assert AdamState(count=3, mu=(), nu=())._fields == ("count", "mu", "nu")
-    assert set(STATES) >= {"SgdState", "AdamState", "RmspropState", "AdadeltaState"}
-    assert set(STATES) >= {"EmptyState", "ChainState"}
-
-
-def test_same_kind_looks_inside_chains():
-    params = _params()
-    a = chain(clip_by_global_norm(1.0), adam()).init(params)
-    b = chain(clip_by_global_norm(1.0), sgd(0.1)).init(params)
-    assert same_kind(a, a) and not same_kind(a, b)
-    assert not same_kind(adam().init(params), sgd(0.1).init(params))
+    assert from_legacy(state) == ChainState(
+        (EmptyState(), TraceState(state.velocity), fran.ScaleByLearningRateState(0))
+    )
+    old = AdamState(count=3, mu=(), nu=())
+    assert from_legacy(ChainState((EmptyState(), old))).inner[1].inner[1] == ScaleByAdamState(
+        3, (), ()
+    )
+    rms = from_legacy(RmspropState(2, "v", "b"))
+    assert [type(s).__name__ for s in rms.inner] == [
+        "ScaleByRmsState",
+        "TraceState",
+        "ScaleByLearningRateState",
+    ]
+    assert from_legacy(AdadeltaState(4, "v", "u")).inner[0] == fran.ScaleByAdadeltaState("v", "u")
 
 
 @pytest.mark.parametrize(
@@ -465,9 +480,9 @@ def test_train_nn_accepts_a_chain_and_keeps_its_state():
     X, y = rng.standard_normal((20, 4)).astype(np.float32), rng.integers(0, 3, 20)
     opt = chain(clip_by_global_norm(1.0), adamw(1e-2))
     model = fran.train_nn(model, X, y, optimizer=opt, batch_size=8)
-    assert isinstance(model.opt_state, ChainState) and model.opt_state.inner[1].count == 3
+    assert isinstance(model.opt_state, ChainState) and model.opt_state.inner[1].inner[0].count == 3
     model = fran.train_nn(model, X, y, optimizer=opt, batch_size=8)
-    assert model.opt_state.inner[1].count == 6
+    assert model.opt_state.inner[1].inner[0].count == 6
     assert all(a.dtype == np.float32 for _, a in tree_items(model.params))
 
 

@@ -97,4 +97,4 @@ def test_sgd_follows_a_step_decay_schedule():
         params = apply_updates(params, updates)
         moves.append(float(updates["w"][0]))
     assert moves == [-1.0, -1.0, -0.5, -0.5, -0.25]
-    assert state.count == 5
+    assert state.inner[2].count == 5  # sgd's ScaleByLearningRateState

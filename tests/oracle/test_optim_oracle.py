@@ -253,3 +253,29 @@ def test_a_schedule_drives_adam_and_sgd_as_a_torch_scheduler(name, data, seed):
             seed,
             make_scheduler=torch_scheduler(*a),
         )
+
+
+@SOME
+@given(lr=lrs, momentum=st.floats(0.01, 0.99), weight_decay=decays, seed=seeds)
+def test_chains_written_by_hand_equal_torch(lr, momentum, weight_decay, seed):
+    """The primitives composed by a user, not through a constructor: SGD and RMSprop."""
+    sgd = fran.chain(
+        fran.add_decayed_weights(weight_decay),
+        fran.trace(momentum, nesterov=True),
+        fran.scale_by_learning_rate(lr),
+    )
+    run(
+        sgd,
+        lambda ps: torch.optim.SGD(
+            ps, lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
+        ),
+        seed,
+    )
+    rms = fran.chain(
+        fran.scale_by_rms(0.9, 1e-3), fran.trace(momentum), fran.scale_by_learning_rate(lr / 10)
+    )
+    run(
+        rms,
+        lambda ps: torch.optim.RMSprop(ps, lr=lr / 10, alpha=0.9, eps=1e-3, momentum=momentum),
+        seed,
+    )
