@@ -134,6 +134,8 @@ def export_conv2d(spec, ctx) -> str:
 def load_conv2d(node, ctx):
     a = _only(ctx, node, {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"})
     C = _image_input(ctx, node)
+    if a.get("group", 1) != 1:
+        raise ctx.fail(node, f"group {a['group']}: fran has no grouped convolution")
     w = _array(ctx, node, 1)
     if w.ndim != 4 or w.shape[1] != C or w.shape[2] != w.shape[3]:
         raise ctx.fail(node, f"weights of shape {w.shape}: expected (O, {C}, k, k)")
