@@ -19,24 +19,20 @@ onnx = pytest.importorskip("onnx")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
+from onnx_cases import EXAMPLES, example_model, images, random_models  # noqa: E402
 
 import fran  # noqa: E402
 import fran.onnx  # noqa: E402
 from fran import (  # noqa: E402
-    activation,
     batchnorm,
     conv2d,
     dense,
     dropout,
     flatten,
-    maxpooling,
     network,
     residual,
-    softmax,
 )
 from fran.onnx import OnnxError  # noqa: E402
-
-from onnx_cases import EXAMPLES, example_model, images, random_models  # noqa: E402
 
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 SOME = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))

@@ -11,8 +11,9 @@ AveragePool node. (Importing it imports onnx, through fran.onnx.)
 
 from __future__ import annotations
 
-import fran.onnx
 from fran_avgpool import avgpooling
+
+import fran.onnx
 
 
 def export(spec: avgpooling, ctx) -> str:
