@@ -343,24 +343,31 @@ class _Reader:
                 return found
         raise self.fail(f"node {node.name!r} ({node.op_type}): no fran layer reads it here")
 
-    def chain(self, t: str, end: str, shape: tuple, depth: int, first: int | None = None):
-        """The layers from tensor t to tensor end: [(spec, params, state)], and the out shape."""
-        layers = []
+    def chain(self, t: str, end: str, shape: tuple, depth: int, allowed: set | None = None):
+        """The layers from tensor t to tensor end, [(spec, params, state)], and the out shape.
+        Inside a residual branch only its own nodes (`allowed`) may read t; any other tensor of
+        the branch must be read by nodes of the branch alone (or be its end, read by the join)."""
+        layers, start = [], t
         while t != end:
-            if first is not None:
-                i, first = first, None
-            else:
-                if t == self.output:
-                    raise self.fail(f"the output {t!r} is reached inside a block")
-                cons = self.consumers.get(t, [])
-                if not cons:
-                    raise self.fail(f"tensor {t!r} feeds nothing: the path ends before the output")
-                if len(cons) > 1:
-                    layer, t = self.block(t, cons, shape, depth)
-                    shape = self.shape_after(layer[0], shape, None)
-                    layers.append(layer)
-                    continue
-                i = cons[0]
+            if t == self.output:
+                raise self.fail(f"the output {t!r} is reached inside a block")
+            cons = self.consumers.get(t, [])
+            if allowed is not None:
+                inside = [i for i in cons if i in allowed]
+                if t != start and len(inside) != len(cons):
+                    raise self.fail(
+                        f"tensor {t!r} inside a residual branch is also read outside it (nodes "
+                        f"{[self.nodes[i].name for i in cons if i not in allowed]})"
+                    )
+                cons = inside
+            if not cons:
+                raise self.fail(f"tensor {t!r} feeds nothing: the path ends before the output")
+            if len(cons) > 1:
+                layer, t = self.block(t, cons, shape, depth, allowed)
+                shape = self.shape_after(layer[0], shape, None)
+                layers.append(layer)
+                continue
+            i = cons[0]
             node = self.nodes[i]
             if node.op_type == "Add" and not _domain(node):
                 raise self.fail(
@@ -383,49 +390,64 @@ class _Reader:
                 f"{where}{spec!r} cannot take samples of shape {shape}: {exc}"
             ) from None
 
-    def reach(self, i: int) -> set:
+    def reach(self, i: int, allowed) -> set:
+        """Node i and every node downstream of it (within `allowed`)."""
         seen, stack = set(), [i]
         while stack:
             j = stack.pop()
-            if j not in seen:
+            if j not in seen and (allowed is None or j in allowed):
                 seen.add(j)
                 for out in self.nodes[j].output:
                     stack.extend(self.consumers.get(out, ()))
         return seen
 
-    def block(self, t: str, cons: list, shape: tuple, depth: int):
+    def ancestors(self, tensor: str) -> set:
+        """The nodes upstream of tensor (its producer included)."""
+        seen, stack = set(), [tensor]
+        while stack:
+            i = self.producer.get(stack.pop())
+            if i is not None and i not in seen:
+                seen.add(i)
+                stack.extend(self.nodes[i].input)
+        return seen
+
+    def block(self, t: str, cons: list, shape: tuple, depth: int, allowed):
+        """The residual block forking at tensor t (read by the nodes cons): its join is the first
+        node every one of them reaches, an Add whose two inputs end the two branches."""
         if depth >= MAX_NESTING:
             raise self.fail(f"residual blocks nest more than MAX_NESTING = {MAX_NESTING} deep")
         names = [self.nodes[i].name for i in cons]
-        if len(cons) != 2:
-            raise self.fail(
-                f"tensor {t!r} feeds {len(cons)} nodes {names}; fran's only fork is a residual "
-                f"block's two branches"
-            )
-        reaches = [self.reach(i) for i in cons]
-        common = reaches[0] & reaches[1]
+        reaches = [self.reach(i, allowed) for i in cons]
+        common = set.intersection(*reaches)
         if not common:
             raise self.fail(f"the branches from tensor {t!r} (nodes {names}) never join")
         j = min(common, key=self.rank.__getitem__)
         join = self.nodes[j]
-        if join.op_type != "Add" or _domain(join) or len(join.input) != 2:
+        if (
+            join.op_type != "Add"
+            or _domain(join)
+            or len(join.input) != 2
+            or len(set(join.input)) != 2
+        ):
             raise self.fail(
-                f"the branches from tensor {t!r} join at node {join.name!r} ({join.op_type}); fran "
-                f"joins a residual block's branches only with an Add"
+                f"the branches from tensor {t!r} (nodes {names}) join at node {join.name!r} "
+                f"({join.op_type}); fran joins a residual block's two branches only with an Add"
             )
-        branches = []  # (position among the Add's inputs, layers, out shape)
-        for i, seen in zip(cons, reaches, strict=True):
-            if i == j:
-                slot = list(join.input).index(t)
+        downstream = set.union(*reaches) - {j}
+        branches, taken = [], set()
+        for slot, x in enumerate(join.input):
+            if x == t:
                 branches.append((slot, [], shape))
                 continue
-            ends = [k for k, x in enumerate(join.input) if self.producer.get(x) in seen - {j}]
-            if len(ends) != 1:
+            nodes = self.ancestors(x) & downstream
+            if not nodes or nodes & taken:
                 raise self.fail(f"the branches from tensor {t!r} cross before node {join.name!r}")
-            layers, out = self.chain(t, join.input[ends[0]], shape, depth + 1, first=i)
-            branches.append((ends[0], layers, out))
+            taken |= nodes
+            layers, out = self.chain(t, x, shape, depth + 1, nodes)
+            branches.append((slot, layers, out))
+        if taken != downstream & self.ancestors(join.output[0]):
+            raise self.fail(f"a branch from tensor {t!r} does not end at node {join.name!r}")
         self.visit(j)
-        branches.sort(key=lambda b: b[0])
         branches.sort(key=lambda b: not b[1])  # a branch of no layers (Identity) is the shortcut
         (_, f, _), (_, g, _) = branches
         if not f:
