@@ -61,7 +61,7 @@ def register(spec_cls: type, *, export, load=None, ops=(), domain: str = "") -> 
     old = _BY_TYPE.pop(spec_cls, None)
     if old is not None:  # registering again replaces the mapping (a module reloaded)
         for key in old.ops:
-            _BY_OP[key] = [m for m in _BY_OP[key] if m.spec_cls is not spec_cls]
+            _BY_OP[key] = [m for m in _BY_OP.get(key, []) if m.spec_cls is not spec_cls]
     mapping = Mapping(spec_cls, export, load, tuple((domain, op) for op in ops))
     _BY_TYPE[spec_cls] = mapping
     for key in mapping.ops:
