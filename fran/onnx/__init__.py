@@ -11,7 +11,15 @@ A plugin layer maps itself with `fran.onnx.register(spec_cls, export=..., load=.
 or by an entry point in the group ``fran.onnx`` named like its layer (see _plugins.py).
 """
 
-from fran.onnx._errors import OnnxError
+try:
+    import onnx  # noqa: F401
+except ImportError as exc:  # one clear line instead of a traceback from deep inside
+    raise ImportError(
+        f"fran.onnx needs the onnx package ({exc}); install it with pip install 'fran[onnx]' "
+        f"(from a checkout: pip install '.[onnx]')"
+    ) from exc
+
+from fran.onnx._errors import OnnxError  # noqa: E402
 from fran.onnx._export import OPSET, export, to_model_proto
 from fran.onnx._load import MAX_FILE_BYTES, MAX_NESTING, MAX_NODES, MAX_TENSOR_ELEMENTS, load
 from fran.onnx._plugins import ExportContext, LoadContext, register
