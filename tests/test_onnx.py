@@ -405,3 +405,19 @@ def test_load_refuses_non_paths_and_missing_files(tmp_path):
         fran.onnx.load(3)
     with pytest.raises(FileNotFoundError):
         fran.onnx.load(tmp_path / "missing.onnx")
+
+
+def test_a_branch_tensor_read_outside_its_branch_is_refused(tmp_path):
+    """x -> Relu -> a -> Tanh -> b; s = b + x; out = s + a: a is inside the block and after it."""
+    nodes = [
+        helper.make_node("Relu", ["input"], ["a"], name="relu"),
+        helper.make_node("Tanh", ["a"], ["b"], name="tanh"),
+        helper.make_node("Add", ["b", "input"], ["s"], name="join"),
+        helper.make_node("Add", ["s", "a"], ["output"], name="late"),
+    ]
+    path, _ = graph_file(tmp_path, nodes, {})
+    with pytest.raises(
+        OnnxError,
+        match=r"tensor 'a' inside a residual branch is also read outside it \(nodes \['late'\]\)",
+    ):
+        fran.onnx.load(path)
