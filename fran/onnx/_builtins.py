@@ -274,12 +274,8 @@ def load_reshape(node, ctx):
     a = _only(ctx, node, {"allowzero"})
     target = [int(v) for v in ctx.const(node.input[1], node).ravel()]
     n = int(np.prod(ctx.shape))
-    if (
-        a.get("allowzero", 0)
-        or len(target) != 2
-        or target[0] not in (0, -1)
-        or target[1] not in (-1, n)
-    ):
+    zero_is_zero = a.get("allowzero", 0) and 0 in target  # else a 0 copies the batch size
+    if zero_is_zero or len(target) != 2 or target[0] not in (0, -1) or target[1] not in (-1, n):
         raise ctx.fail(
             node, f"shape {target}: fran's only reshape is flatten, [0 or -1, -1 or {n}]"
         )

@@ -8,7 +8,9 @@
   (benchmarks/torch_models.py: LeNet-5, the CNN, the autoencoder with its ConvTranspose2d), with
   random batch-norm statistics, exported by torch.onnx.export (the TorchScript exporter, with and
   without constant folding: folding merges batch norm into the convolutions), load into fran and
-  predict as PyTorch does within 1e-5; the loaded models train with train_nn.
+  predict as PyTorch does within 1e-5; the loaded models train with train_nn, and one SGD step on
+  a loaded export moves the weights as torch's step does. The peer twins' files from the newer
+  exporter (dynamo=True, which needs onnxscript) load and predict as torch too.
 """
 
 from __future__ import annotations
@@ -198,6 +200,20 @@ def test_torch_exports_train_as_torch_does_for_one_step(tmp_path):
     close(out.params[-1]["w"], net[-1].weight.detach().numpy().T, 1e-10)
 
 
-def test_dynamo_exporter_needs_onnxscript():
+@pytest.mark.parametrize("name", list(peers.TORCH_NETS))
+def test_dynamo_exporter_files_load(name, tmp_path):
+    """PyTorch's newer exporter (torch.export based; tox installs its onnxscript) writes other
+    patterns (a Reshape for Flatten, opset 20): they load and predict as torch."""
     if importlib.util.find_spec("onnxscript") is None:
         pytest.skip("torch.onnx.export(dynamo=True) needs onnxscript, which is not installed")
+    net = torch_twin(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net, (torch.zeros(2, 1, 28, 28),), str(tmp_path / "d.onnx"), dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("N")},),
+        )  # fmt: skip
+    model = fran.onnx.load(tmp_path / "d.onnx")
+    x = images(4)
+    with torch.no_grad():
+        close(fran.predict(model, x), net(torch.from_numpy(x)).numpy(), 1e-5)
