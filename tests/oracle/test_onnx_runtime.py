@@ -36,6 +36,10 @@ import fran.onnx  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+# examples/ goes on the path too (peers.py puts it there), where the folder examples/fran_avgpool
+# would shadow an editable install of the plugin as an empty namespace package for the README's
+# plugin blocks (which this environment runs): its module itself goes first
+sys.path.insert(0, str(ROOT / "examples" / "fran_avgpool"))
 
 import peers  # noqa: E402, I001  (benchmarks/ is on the path only now)
 import torch_models  # noqa: E402
