@@ -367,18 +367,25 @@ def load_identity(node, ctx):
 
 def export_residual(spec, ctx) -> str:
     f = ctx.sublayers(
-        spec.layers, ctx._params["f"], ctx._state["f"], ctx.x, ctx.shape, ctx.where + "/f"
+        spec.layers, ctx.layer_params["f"], ctx.layer_state["f"], ctx.x, ctx.shape, ctx.where + "/f"
     )
     if spec.shortcut is None:
         return ctx.node("Add", [f, ctx.x])
     g = ctx.sublayers(
-        spec.shortcut, ctx._params["g"], ctx._state["g"], ctx.x, ctx.shape, ctx.where + "/g"
+        spec.shortcut,
+        ctx.layer_params["g"],
+        ctx.layer_state["g"],
+        ctx.x,
+        ctx.shape,
+        ctx.where + "/g",
     )
     return ctx.node("Add", [f, g])
 
 
 def export_network(spec, ctx) -> str:
-    return ctx.sublayers(spec.layers, ctx._params, ctx._state, ctx.x, ctx.shape, ctx.where)
+    return ctx.sublayers(
+        spec.layers, ctx.layer_params, ctx.layer_state, ctx.x, ctx.shape, ctx.where
+    )
 
 
 register(conv2d, export=export_conv2d, load=load_conv2d, ops=("Conv",))

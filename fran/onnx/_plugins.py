@@ -143,18 +143,19 @@ class ExportContext:
     per-sample input shape), `dtype`, `param(key)` / `state(key)` (initializer names of the
     layer's arrays), `constant(array)` (a new initializer) and `node(op, inputs, **attributes)`
     (adds a node, returns its output's name; several with outputs=n). Nodes are named after the
-    layer's position, e.g. "3.conv2d/Conv"."""
+    layer's position, e.g. "3.conv2d/Conv". A layer built of layers exports them with
+    `sublayers(layers, params, state, x, shape, where)` from its `layer_params`/`layer_state`."""
 
     def __init__(self, builder, spec, x: str, shape: tuple, where: str, params, state):
         self._b, self.spec, self.x, self.shape, self.where = builder, spec, x, tuple(shape), where
-        self._params, self._state = params, state
+        self.layer_params, self.layer_state = params, state  # the layer's own trees
         self.dtype = builder.dtype
 
     def param(self, key: str) -> str:
-        return self._b.initializer(f"params/{self.where}/{key}", self._params[key])
+        return self._b.initializer(f"params/{self.where}/{key}", self.layer_params[key])
 
     def state(self, key: str) -> str:
-        return self._b.initializer(f"state/{self.where}/{key}", self._state[key])
+        return self._b.initializer(f"state/{self.where}/{key}", self.layer_state[key])
 
     def constant(self, value, name: str, dtype=None) -> str:
         array = np.asarray(value, dtype=self.dtype if dtype is None else dtype)
@@ -172,9 +173,9 @@ class ExportContext:
 class LoadContext:
     """What a loader sees: `shape` (the per-sample shape of the node's input), `dtype`,
     `attrs(node)` (its attributes as Python values), `const(name)` (an initializer or Constant's
-    array, or a failure naming the node), `follow(tensor, ops)` (the node that alone consumes
-    `tensor`, when its op is one of `ops` and the tensor is no block's end: it is taken as part of
-    this layer), `unused(node, k)` (a failure unless outputs k.. of the node feed nothing) and
+    array, or a failure naming the node), `is_const(name)`, `follow(tensor, ops, when=None)` (the
+    node that alone consumes `tensor`, when its op is one of `ops`, `when(node)` holds and the
+    tensor is no block's end: it is taken as part of this layer), `unused(node, k)` (a failure unless outputs k.. of the node feed nothing) and
     `fail(node, what)` (the error to raise)."""
 
     def __init__(self, reader, shape: tuple, end: str | None):
