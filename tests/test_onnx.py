@@ -421,3 +421,13 @@ def test_a_branch_tensor_read_outside_its_branch_is_refused(tmp_path):
         match=r"tensor 'a' inside a residual branch is also read outside it \(nodes \['late'\]\)",
     ):
         fran.onnx.load(path)
+
+
+def test_the_examples_run_folder_gets_model_onnx(tmp_path):
+    """examples/_common.report writes model.onnx beside model.npz (the main job's run folder)."""
+    import _common
+
+    model = example_model("lenet5_mnist")
+    said = []
+    assert _common.write_onnx(model, tmp_path / "model.onnx", said.append) == ["model.onnx"]
+    assert fran.onnx.load(tmp_path / "model.onnx") == model and not said
