@@ -3,6 +3,9 @@
 A block asks for one with a `fixture:NAME` info string. Blocks that load MNIST use
 `small_mnist`: the real loaders need the dataset (and so the network) which CI does not have,
 so the block runs verbatim on a few hundred synthetic images of MNIST's shape instead.
+The ONNX section's blocks run in a scratch folder (`onnx_folder`); those that need ONNX Runtime or
+PyTorch (`needs_onnxruntime`, `needs_torch`) skip in the torch-free `tests` environment and run in
+`oracle`, which runs README.md's blocks too.
 """
 
 from __future__ import annotations
@@ -31,3 +34,26 @@ def small_mnist(monkeypatch):
     monkeypatch.setattr(fran.data, "load_mnist", _synthetic_mnist)
     monkeypatch.setattr(fran.datasets, "load_mnist", _synthetic_mnist)
     return _synthetic_mnist
+
+
+@pytest.fixture
+def onnx_folder(tmp_path_factory, monkeypatch):
+    """The README's ONNX blocks run in one scratch folder (shared by the blocks, so a file one
+    writes another reads), not in the checkout."""
+    folder = tmp_path_factory.getbasetemp() / "readme-onnx"
+    folder.mkdir(exist_ok=True)
+    monkeypatch.chdir(folder)
+    return folder
+
+
+@pytest.fixture
+def needs_onnxruntime():
+    """Skips a block where ONNX Runtime is not installed (the torch-free `tests` environment);
+    the `oracle` environment has it and runs the block."""
+    return pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def needs_torch():
+    """Skips a block where PyTorch is not installed; the `oracle` environment runs it."""
+    return pytest.importorskip("torch")

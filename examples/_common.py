@@ -417,9 +417,22 @@ def report(example: Example, model, data: dict, args, history: list[dict], say) 
     fran.io.write_json(out / "metrics.json", metrics)
     fran.save(out / "model.npz", model, metadata=metadata_for(example, args, history))
     files = ["learning_curve.png", *pictures, "metrics.json", "model.npz", "checkpoint.npz"]
+    files += write_onnx(model, out / "model.onnx", say)
     say(final_line(final))
     say(f"wrote to {out}/: " + ", ".join(files))
     return metrics
+
+
+def write_onnx(model, path: Path, say) -> list[str]:
+    """model.onnx beside model.npz when the onnx extra is installed (`pip install '.[onnx]'`):
+    the trained network for ONNX Runtime, Netron or PyTorch (README: ONNX)."""
+    try:
+        import fran.onnx
+    except ImportError:
+        say("model.onnx not written: the onnx package is not installed (pip install '.[onnx]')")
+        return []
+    fran.onnx.export(model, path)
+    return [path.name]
 
 
 def classifier_reports(example: Example, model, data: dict, out: Path) -> tuple[list, dict]:

@@ -1,0 +1,85 @@
+"""Shared by the ONNX tests (torch-free and oracle): the example networks and random networks of
+every built-in layer kind as Models with non-trivial running statistics."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from hypothesis import strategies as st
+
+import fran
+from fran import engine
+from fran.tree import freeze, tree_items, tree_map
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))
+
+import cnn_fmnist  # noqa: E402, I001  (examples/ is on the path only now)
+import conv_autoencoder  # noqa: E402
+import keras_mnist  # noqa: E402
+import lenet5_mnist  # noqa: E402
+import pytorch_mnist  # noqa: E402
+import resnet_fmnist  # noqa: E402
+
+import strategies  # noqa: E402  (tests/ is on the path: pytest puts it there)
+
+EXAMPLES = {
+    m.__name__: m
+    for m in (lenet5_mnist, cnn_fmnist, conv_autoencoder, pytorch_mnist, keras_mnist, resnet_fmnist)
+}
+BUILT_INS = [
+    "dense",
+    "conv2d",
+    "conv2d_transpose",
+    "maxpooling",
+    "flatten",
+    "softmax",
+    "activation",
+    "dropout",
+    "batchnorm",
+    "residual",
+    "network",
+]
+
+
+def with_stats(model: fran.Model, seed: int = 0) -> fran.Model:
+    """model with random running statistics (mean ~ N(0, 1), var in [0.5, 2]) in every batchnorm."""
+    rng = np.random.default_rng(seed)
+    paths = iter([p for p, _ in tree_items(model.state)])
+
+    def draw(a):
+        name = next(paths)
+        if name.endswith("var"):
+            return rng.uniform(0.5, 2.0, a.shape).astype(a.dtype)
+        return rng.standard_normal(a.shape).astype(a.dtype)
+
+    state = freeze(tree_map(draw, model.state))
+    return fran.Model(
+        spec=model.spec, params=model.params, input_shape=model.input_shape, dtype=model.dtype,
+        state=state, seed=model.seed,
+    )  # fmt: skip
+
+
+def example_model(name: str, dtype=np.float32, seed: int = 0) -> fran.Model:
+    return with_stats(
+        fran.init_weights(EXAMPLES[name].build(), 28, 28, dtype=dtype, seed=seed), seed
+    )
+
+
+def images(n: int, dtype=np.float32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((n, 1, 28, 28)).astype(dtype)
+
+
+@st.composite
+def random_models(draw, kinds=tuple(BUILT_INS), dtype=np.float64):
+    """(Model, x): one drawn layer of any built-in kind (a network of it), or a drawn network
+    (conv -> pool -> flatten -> dense -> softmax, conv -> conv_transpose), in `dtype`."""
+    name = draw(st.sampled_from(kinds))
+    case = draw(strategies.cases(name))
+    spec = case.spec if isinstance(case.spec, engine.network) else engine.network([case.spec])
+    params = case.params if isinstance(case.spec, engine.network) else (case.params,)
+    params = freeze(tree_map(lambda a: np.asarray(a, dtype), params))
+    model = fran.Model(spec=spec, params=params, input_shape=case.shape, dtype=dtype)
+    return with_stats(model, draw(strategies.seeds)), case.x.astype(dtype)
