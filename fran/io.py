@@ -86,14 +86,14 @@ def _encode_value(value, where: str):
     if isinstance(value, (tuple, list)):
         return [_encode_value(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if attrs.has(type(value)):
-        return _encode_spec(value, where)
+        return encode_spec(value, where)
     raise TypeError(
         f"save: {where} is {value!r} of type {type(value).__name__}; only ints, floats, strs, "
         f"bools, None, layer specs and tuples of these can be saved"
     )
 
 
-def _encode_spec(spec, where: str) -> dict:
+def encode_spec(spec, where: str) -> dict:
     try:
         name = registry.rules_for(spec).name
     except registry.RegistryError as exc:
@@ -112,11 +112,11 @@ def _decode_value(value, where: str):
     if isinstance(value, list):
         return tuple(_decode_value(v, f"{where}[{i}]") for i, v in enumerate(value))
     if isinstance(value, dict):
-        return _decode_spec(value, where)
+        return decode_spec(value, where)
     return value
 
 
-def _decode_spec(entry, where: str):
+def decode_spec(entry, where: str):
     if not (isinstance(entry, dict) and set(entry) == {"layer", "args"}) or not isinstance(
         entry["args"], dict
     ):
@@ -164,7 +164,7 @@ def _check_metadata(metadata) -> dict:
     return json.loads(text)
 
 
-def _depth(tree) -> int:
+def json_depth(tree) -> int:
     """How deeply JSON objects and lists nest in `tree` (0 for a scalar), without recursion."""
     deepest, stack = 0, [(tree, 1)]
     while stack:
@@ -264,7 +264,7 @@ def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
     put("params", model.params)
     put("state", model.state)
     opt = _encode_state(model.opt_state, (), arrays)
-    layers = [_encode_spec(layer, f"layer {i}") for i, layer in enumerate(model.spec.layers)]
+    layers = [encode_spec(layer, f"layer {i}") for i, layer in enumerate(model.spec.layers)]
     meta = {
         "format": FORMAT,
         "version": VERSION,
@@ -276,9 +276,9 @@ def _arrays_and_meta(model: Model, metadata) -> dict[str, np.ndarray]:
         "opt_state": opt,
         "metadata": _check_metadata(metadata),
     }
-    if _depth(meta) > META_MAX_DEPTH:
+    if json_depth(meta) > META_MAX_DEPTH:
         raise ValueError(
-            f"save: the network spec and metadata nest {_depth(meta)} levels deep; a fran file "
+            f"save: the network spec and metadata nest {json_depth(meta)} levels deep; a fran file "
             f"holds at most META_MAX_DEPTH = {META_MAX_DEPTH} (load refuses deeper ones)"
         )
     raw = json.dumps(meta, default=_json_default).encode("utf-8")
@@ -502,9 +502,9 @@ def _read_meta(reader: _Reader) -> dict:
         raise reader.fail(f"the {META!r} entry nests deeper than META_MAX_DEPTH") from None
     if not isinstance(meta, dict):
         raise reader.fail(f"the {META!r} entry is not a JSON object")
-    if _depth(meta) > META_MAX_DEPTH:
+    if json_depth(meta) > META_MAX_DEPTH:
         raise reader.fail(
-            f"the {META!r} entry nests {_depth(meta)} levels deep, over "
+            f"the {META!r} entry nests {json_depth(meta)} levels deep, over "
             f"META_MAX_DEPTH = {META_MAX_DEPTH}"
         )
     if meta.get("format") != FORMAT:
@@ -545,7 +545,7 @@ def _read_spec(reader: _Reader, meta: dict) -> engine.network:
         if not _is_count(net.get(key)):
             raise reader.fail(f"network {key} must be an integer >= 0, got {net.get(key)!r}")
     try:
-        specs = [_decode_spec(entry, f"layer {i}") for i, entry in enumerate(layers)]
+        specs = [decode_spec(entry, f"layer {i}") for i, entry in enumerate(layers)]
         return engine.network(specs, net["epoch"], net["step"])
     except CheckpointError as exc:
         raise reader.fail(str(exc)) from None

@@ -131,7 +131,7 @@ def cases(good) -> dict:
     deep = {"x": 1}
     for _ in range(META_MAX_DEPTH + 5):
         deep = {"x": deep}
-    bad_spec = fran.io._encode_spec(fran.dense(4, activation="tanh"), "layer 0")
+    bad_spec = fran.io.encode_spec(fran.dense(4, activation="tanh"), "layer 0")
     return {
         "header 10**12 elements": (huge_header(good), ["'params/0/w'", "(1000000, 1000000)"]),
         "meta header 10**12": (huge_meta_header(good), ["'__meta__'", "1000000000000"]),

@@ -110,7 +110,7 @@ def test_export_writes_dtype_dynamic_batch_opset_and_metadata(tmp_path):
     assert [entry["layer"] for entry in layers] == [
         fran.registry.rules_for(layer).name for layer in model.spec.layers
     ]
-    assert layers[3] == fran.io._encode_spec(model.spec.layers[3], "x")  # fran.io's own codec
+    assert layers[3] == fran.io.encode_spec(model.spec.layers[3], "x")  # fran.io's own codec
     assert meta["fran.dtype"] == "float64" and json.loads(meta["fran.input_shape"]) == [1, 28, 28]
     names = [n.name for n in proto.graph.node]
     assert names[:3] == ["0.conv2d/Conv", "1.batchnorm/BatchNormalization", "2.activation/Relu"]

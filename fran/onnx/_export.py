@@ -82,7 +82,7 @@ class _Builder:
 
 
 def _metadata(model: Model) -> dict[str, str]:
-    layers = [io._encode_spec(layer, f"layer {i}") for i, layer in enumerate(model.spec.layers)]
+    layers = [io.encode_spec(layer, f"layer {i}") for i, layer in enumerate(model.spec.layers)]
     dtype = model.dtype
     return {
         "fran.format": FORMAT,

@@ -484,13 +484,10 @@ class _Reader:
 
     def check_like(self, spec, shape, params, state, dtype) -> None:
         """params and state have exactly the paths and shapes fran's init gives this network."""
-        like = tuple(
-            registry.rules_for(layer).init(layer, s, io._ShapeRng())
-            for layer, s in zip(spec.layers, engine._shapes(spec, shape)[:-1], strict=True)
-        )
+        like = engine.serial_param_shapes(spec.layers, shape)
         for what, got, want in (
             ("params", params, like),
-            ("state", state, engine._net_init_state(spec, shape)),
+            ("state", state, engine.serial_state_shapes(spec.layers, shape)),
         ):
             a = [(p, np.shape(v)) for p, v in tree_items(got)]
             b = [(p, np.shape(v)) for p, v in tree_items(want)]
@@ -512,24 +509,21 @@ class _Reader:
             if len(text) > io.META_MAX_BYTES:
                 raise ValueError(f"{len(text):,} characters, over META_MAX_BYTES")
             net = json.loads(text)
-            if io._depth(net) > io.META_MAX_DEPTH:
+            if io.json_depth(net) > io.META_MAX_DEPTH:
                 raise ValueError(f"nested over META_MAX_DEPTH = {io.META_MAX_DEPTH}")
-            specs = [io._decode_spec(e, f"layer {i}") for i, e in enumerate(net["layers"])]
+            specs = [io.decode_spec(e, f"layer {i}") for i, e in enumerate(net["layers"])]
             spec = engine.network(specs, net["epoch"], net["step"])
             input_shape = tuple(json.loads(meta["fran.input_shape"]))
             seed = int(meta["fran.seed"])
             if input_shape != shape or meta["fran.dtype"] != dtype.name:
                 raise ValueError("its input shape or dtype is not the graph input's")
-            like = [
-                registry.rules_for(layer).init(layer, s, io._ShapeRng())
-                for layer, s in zip(spec.layers, engine._shapes(spec, shape)[:-1], strict=True)
-            ]
+            like = list(engine.serial_param_shapes(spec.layers, shape))
         except (KeyError, TypeError, ValueError, io.CheckpointError, RecursionError) as exc:
             raise self.fail(f"its fran metadata is invalid: {type(exc).__name__}: {exc}") from None
         need = sum(np.size(v) for v in tree_leaves(like)) * dtype.itemsize
         if need > self.size:
             raise self.fail(f"its fran metadata implies {need:,} bytes of params in a smaller file")
-        state_like = engine._net_init_state(spec, shape)
+        state_like = engine.serial_state_shapes(spec.layers, shape)
         try:
             params = _fill(self, "params", like, dtype)
             state = _fill(self, "state", state_like, dtype)
