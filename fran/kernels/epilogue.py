@@ -4,7 +4,7 @@ column of a dense (N, n_out) one), y = act(z); and relu's gradient dz = dy [z > 
 bias_act returns (z, y) for the layer's vjp, which calls act.vjp(z, y, dy). For relu the twin never
 writes z back: [z > 0] = [y > 0] for y = max(z, 0), so it returns (y, y) and saves a pass.
 The twins compute each element as the references do (p + b rounded to z's dtype, then NumPy's
-maximum: z >= 0 or NaN keeps z, else 0; dy * 1 or dy * 0), so the results are bitwise equal.
+maximum: z > 0 or NaN keeps z, else +0.0; dy * 1 or dy * 0), so the results are bitwise equal.
 Other activations (tanh, sigmoid, plugins') add the bias in place and apply the table's f.
 """
 
@@ -77,7 +77,7 @@ def _bias_relu_rows(p, b, y):
         for t in range(L):
             y[m, t] = p[m, t] + b[m]  # stored first: rounded to y's dtype, as NumPy's z += b
             v = y[m, t]
-            if not (v >= 0 or v != v):
+            if not (v > 0 or v != v):  # as np.maximum(v, 0): NaN stays, -0.0 becomes 0.0
                 y[m, t] = 0
 
 
@@ -88,7 +88,7 @@ def _bias_relu_cols(p, b, y):
         for t in range(L):
             y[m, t] = p[m, t] + b[t]
             v = y[m, t]
-            if not (v >= 0 or v != v):
+            if not (v > 0 or v != v):  # as np.maximum(v, 0): NaN stays, -0.0 becomes 0.0
                 y[m, t] = 0
 
 
