@@ -87,6 +87,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "maxpooling",
+    "memory",
     "mse",
     "network",
     "output_shape",
