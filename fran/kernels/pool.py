@@ -2,12 +2,14 @@
 p = (n, c), with the window's first argmax in row-major order (torch's choice); the gradient adds
 dy[p,r,q] into dx at that argmax (overlapping windows accumulate).
 
-Reference: fran.layers._pool (separable passes of NumPy maxima over the whole batch, with boolean
-masks of each pass's winners). Compiled twin: one loop over the windows of each plane writing y
-and the argmax's flat offset in its plane (int32), and a scatter of dy by those offsets; planes
-are taken in x's memory order (conv outputs are channels-first), so nothing is copied.
-y is bitwise the reference's (maxima are exact, NaN propagates as np.maximum does); dx too when
-windows do not overlap, else equal to rounding (the overlapping shares are added in another order).
+Reference: fran.layers._pool (separable passes of NumPy maxima over the whole batch, a row pass
+then a column pass, with boolean masks of each pass's first winner). Compiled twin, for 2 x 2
+windows with stride 2 (every network here; other windows run the reference): one loop over the
+windows of each plane doing the reference's own three maxima per window (np.maximum's rule:
+a > b or a is NaN keeps a, else b) and keeping its three masks as bits of one byte; the gradient
+writes all four entries of each window with the reference's arithmetic on those masks. Both are
+bitwise the reference's, signed zeros and NaN included. Planes are taken in x's memory order
+(conv outputs are channels-first), so nothing is copied.
 """
 
 from __future__ import annotations
@@ -23,22 +25,21 @@ from fran.layers import _pool as reference
 class Argmax(NamedTuple):
     """What max_pool_grad needs from the compiled forward."""
 
-    at: np.ndarray  # (P, OH, OW) flat offset h*W + w of each window's first maximum in its plane
+    masks: np.ndarray  # (P, OH, OW) uint8: bit 0 row 1 wins, bits 1, 2 column 0 wins in row 0, 1
     shape: tuple  # x's (N, C, H, W)
     channels_first: bool  # planes ordered (c, n), as conv2d lays out its output
 
 
 def max_pool(x: np.ndarray, k: int, s: int, winners: bool = False):
     """(y, what max_pool_grad needs, or None): y = max over k x k windows moved by s, floor mode."""
-    if not (kernels.compiled() and _fits(x)):
+    if not (k == s == 2 and kernels.compiled() and _fits(x)):
         return reference.max_pool(x, k, s, winners)
     N, C, H, W = x.shape
     planes, cf = _planes(x)
-    OH, OW = (H - k) // s + 1, (W - k) // s + 1
-    y = np.empty((planes.shape[0], OH, OW), dtype=x.dtype)
-    at = np.empty((planes.shape[0], OH, OW) if winners else (0, 0, 0), dtype=np.int32)
-    _max_pool_planes(planes, k, s, y, at, winners)
-    return _nchw(y, N, C, cf), (Argmax(at, x.shape, cf) if winners else None)
+    y = np.empty((planes.shape[0], H // 2, W // 2), dtype=x.dtype)
+    masks = np.empty(y.shape if winners else (0, 0, 0), dtype=np.uint8)
+    _max_pool_2x2(planes, y, masks, winners)
+    return _nchw(y, N, C, cf), (Argmax(masks, x.shape, cf) if winners else None)
 
 
 def max_pool_grad(dy: np.ndarray, w) -> np.ndarray:
@@ -46,16 +47,16 @@ def max_pool_grad(dy: np.ndarray, w) -> np.ndarray:
     if isinstance(w, reference.Winners):
         return reference.max_pool_grad(dy, w)
     N, C, H, W = w.shape
-    P, OH, OW = w.at.shape
-    d = dy.transpose(1, 0, 2, 3) if w.channels_first else dy
-    d = np.ascontiguousarray(d, dtype=np.result_type(dy)).reshape(P, OH * OW)
-    dx = np.zeros((P, H * W), dtype=d.dtype)
-    _max_pool_grad_planes(d, w.at.reshape(P, OH * OW), dx)
-    return _nchw(dx.reshape(P, H, W), N, C, w.channels_first)
+    P, OH, OW = w.masks.shape
+    d = np.ascontiguousarray(dy.transpose(1, 0, 2, 3) if w.channels_first else dy)
+    tiled = H == 2 * OH and W == 2 * OW  # else the ragged edge stays zero
+    dx = (np.empty if tiled else np.zeros)((P, H, W), dtype=d.dtype)
+    _max_pool_2x2_grad(d.reshape(P, OH, OW), w.masks, dx)
+    return _nchw(dx, N, C, w.channels_first)
 
 
 def _fits(x) -> bool:
-    return x.ndim == 4 and x.dtype in (np.float32, np.float64) and x.shape[2] * x.shape[3] < 2**31
+    return x.ndim == 4 and x.dtype in (np.float32, np.float64)
 
 
 def _planes(x):
@@ -76,27 +77,31 @@ def _nchw(planes, N, C, channels_first):
 
 
 @kernels.jit
-def _max_pool_planes(x, k, s, y, at, winners):
-    P, _, W = x.shape
-    _, OH, OW = y.shape
+def _max_pool_2x2(x, y, masks, winners):
+    P, OH, OW = y.shape
     for p in range(P):
         for r in range(OH):
+            top, bottom = x[p, 2 * r], x[p, 2 * r + 1]
             for q in range(OW):
-                h0, w0 = s * r, s * q
-                best, where = x[p, h0, w0], h0 * W + w0
-                for i in range(k):
-                    for j in range(k):
-                        v = x[p, h0 + i, w0 + j]
-                        if v > best or (v != v and best == best):  # a NaN wins, as in np.maximum
-                            best, where = v, (h0 + i) * W + w0 + j
+                a0, a1, b0, b1 = top[2 * q], top[2 * q + 1], bottom[2 * q], bottom[2 * q + 1]
+                m0 = a0 if (a0 > a1 or a0 != a0) else a1  # the row pass, as np.maximum
+                m1 = b0 if (b0 > b1 or b0 != b0) else b1
+                best = m0 if (m0 > m1 or m0 != m0) else m1  # the column pass
                 y[p, r, q] = best
-                if winners:
-                    at[p, r, q] = where
+                if winners:  # the reference's masks: first hits of x == its pass's maximum
+                    masks[p, r, q] = (m0 != best) | ((a0 == m0) << 1) | ((b0 == m1) << 2)
 
 
 @kernels.jit
-def _max_pool_grad_planes(dy, at, dx):
-    P, L = dy.shape
+def _max_pool_2x2_grad(dy, masks, dx):
+    P, OH, OW = dy.shape
     for p in range(P):
-        for t in range(L):
-            dx[p, at[p, t]] += dy[p, t]
+        for r in range(OH):
+            for q in range(OW):
+                g, m = dy[p, r, q], masks[p, r, q]
+                d0 = g * (0 if m & 1 else 1)  # the column pass backwards: row 0's share
+                d1 = g - d0  # row 1 gets the rest
+                e = d0 * (1 if m & 2 else 0)  # then each row's share to its winning column
+                dx[p, 2 * r, 2 * q], dx[p, 2 * r, 2 * q + 1] = e, d0 - e
+                e = d1 * (1 if m & 4 else 0)
+                dx[p, 2 * r + 1, 2 * q], dx[p, 2 * r + 1, 2 * q + 1] = e, d1 - e

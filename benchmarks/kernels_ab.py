@@ -1,0 +1,198 @@
+"""fran.kernels' compiled twins against their NumPy references: interleaved A/B in one process.
+
+Each kernel runs at the shapes of the seed's and the peer networks' layers (float32, batch 64 or
+128): numpy, numba, numpy, numba, ... `--repeats` times (after a warm-up call that compiles),
+and prints the median time of each and the ratio numpy / numba with its spread. Alternating in
+one process gives both sides the same machine load; on a loaded machine the ratios are only
+indicative. One thread (FRAN kernels never thread inside; BLAS is not involved).
+
+    PYTHONPATH=. python benchmarks/kernels_ab.py [--repeats 21] [--only pool]
+    PYTHONPATH=. python benchmarks/kernels_ab.py --compile   # cold vs warm cache (fresh processes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fran import kernels  # noqa: E402
+from fran.kernels import batchnorm, epilogue, pool  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def conv_out(O, N, H, W):
+    """A conv2d result as the layers hold it: (O, N*H*W) memory seen as NCHW."""
+    z = RNG.standard_normal((O, N, H, W), dtype=np.float32)
+    return z, z.transpose(1, 0, 2, 3)
+
+
+# name, (O, N, H, W) of a conv output that the kernel sees
+SHAPES = {
+    "lenet5 conv1 6x28x28 b64": (6, 64, 28, 28),
+    "fmnist conv 32x28x28 b64": (32, 64, 28, 28),
+    "keras conv2 64x24x24 b128": (64, 128, 24, 24),
+    "resnet 16x28x28 b128": (16, 128, 28, 28),
+}
+
+
+def cases():
+    for label, (O, N, H, W) in SHAPES.items():
+        z2d, x = conv_out(O, N, H, W)
+        zf = z2d.reshape(O, -1)
+        b = RNG.standard_normal(O, dtype=np.float32)
+        y, arg = pool.max_pool(x, 2, 2, winners=True)
+        dy = RNG.standard_normal(y.shape, dtype=np.float32)
+        dyz = RNG.standard_normal(zf.shape, dtype=np.float32)
+        yield "pool", f"max_pool + argmax, {label}", lambda x=x: pool.max_pool(x, 2, 2, True)
+        yield "pool", f"max_pool_grad, {label}", lambda x=x, dy=dy: _pool_grad(x, dy)
+        yield (
+            "epilogue",
+            f"bias + relu, {label}",
+            lambda zf=zf, b=b: epilogue.bias_act(zf.copy(), b, "relu"),
+        )
+        yield "epilogue", f"relu grad, {label}", lambda zf=zf, d=dyz: epilogue.relu_grad(zf, d)
+        xb = np.ascontiguousarray(x).reshape(N, O, -1)
+        mu, a, beta = xb.mean(axis=(0, 2)), np.ones(O, np.float32), np.zeros(O, np.float32)
+        dyb = RNG.standard_normal(xb.shape, dtype=np.float32)
+        c = xb - mu[:, None]
+        yield "batchnorm", f"bn normalise, {label}", lambda: batchnorm.normalise(xb, mu, a, beta)
+        yield (
+            "batchnorm",
+            f"bn input grad, {label}",
+            lambda: batchnorm.input_grad(dyb, c, a, a * 0.1, a * 0.01),
+        )
+
+
+def _pool_grad(x, dy):
+    # the winners of the backend that runs: the forward is outside the timing
+    return pool.max_pool_grad(dy, _ARG[kernels.backend(), id(x)])
+
+
+_ARG: dict = {}
+
+
+def time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def ab(fn, repeats: int) -> dict:
+    times = {"numpy": [], "numba": []}
+    for backend in times:  # warm-up: compiles the twin
+        with kernels.using(backend):
+            fn()
+    for _ in range(repeats):
+        for backend in times:
+            with kernels.using(backend):
+                times[backend].append(time_once(fn))
+    ratios = [a / b for a, b in zip(times["numpy"], times["numba"], strict=True)]
+    q = statistics.quantiles(ratios, n=4)
+    return {
+        "numpy_ms": 1e3 * statistics.median(times["numpy"]),
+        "numba_ms": 1e3 * statistics.median(times["numba"]),
+        "ratio": statistics.median(ratios),
+        "ratio_iqr": (q[0], q[2]),
+    }
+
+
+COMPILE_CHILD = """
+import time, numpy as np
+t0 = time.perf_counter()
+import fran
+t1 = time.perf_counter()
+from benchmarks import fran_models as fm
+rng = np.random.default_rng(0)
+X = rng.random((64, 1, 28, 28), dtype=np.float32)
+y = rng.integers(0, 10, 64)
+model = fm.make_model("{arch}")
+t2 = time.perf_counter()
+fm.train_epoch(model, X, y, 64)
+t3 = time.perf_counter()
+fm.train_epoch(model, X, y, 64)
+t4 = time.perf_counter()
+print(f"{{t1 - t0:.3f}} {{t3 - t2:.3f}} {{t4 - t3:.3f}}")
+"""
+
+
+def compile_costs(arch: str, runs: int) -> list[dict]:
+    """First training step of `arch` in fresh processes: a cold Numba cache, then warm ones."""
+    out = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(REPO)}
+        for i in range(runs):
+            for backend in ("numba", "numpy"):
+                env["FRAN_KERNELS"] = backend
+                code = COMPILE_CHILD.format(arch=arch)
+                run = subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                imp, first, second = map(float, run.stdout.split())
+                cold = backend == "numba" and i == 0
+                cache_state = "cold" if cold else ("warm" if backend == "numba" else "-")
+                out.append(
+                    {
+                        "backend": backend,
+                        "cache": cache_state,
+                        "import_s": imp,
+                        "first_step_s": first,
+                        "second_step_s": second,
+                    }
+                )
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--repeats", type=int, default=21)
+    p.add_argument("--only", default="", help="run only kernels whose group or label has this")
+    p.add_argument("--compile", action="store_true", help="cold vs warm cache, first train step")
+    p.add_argument("--arch", default="lenet5", help="network for --compile (fran_models)")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.compile:
+        rows = compile_costs(args.arch, 3)
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    rows = []
+    for group, label, fn in cases():
+        if args.only and args.only not in group and args.only not in label:
+            continue
+        if group == "pool" and "grad" in label:
+            x = fn.__defaults__[0]
+            for backend in ("numpy", "numba"):
+                with kernels.using(backend):
+                    _ARG[backend, id(x)] = pool.max_pool(x, 2, 2, True)[1]
+        r = {"kernel": label, **ab(fn, args.repeats)}
+        rows.append(r)
+        lo, hi = r["ratio_iqr"]
+        print(
+            f"{label:48s} numpy {r['numpy_ms']:8.3f} ms  numba {r['numba_ms']:8.3f} ms  "
+            f"numpy/numba {r['ratio']:5.2f} (IQR {lo:.2f}-{hi:.2f})",
+            flush=True,
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
