@@ -61,18 +61,22 @@ def cases():
         yield (
             "epilogue",
             f"bias + relu, {label}",
-            lambda zf=zf, b=b: epilogue.bias_act(zf.copy(), b, "relu"),
+            lambda zf=zf.copy(), b=b: epilogue.bias_act(zf, b, "relu"),  # NumPy's adds in place
         )
         yield "epilogue", f"relu grad, {label}", lambda zf=zf, d=dyz: epilogue.relu_grad(zf, d)
-        xb = np.ascontiguousarray(x).reshape(N, O, -1)
-        mu, a, beta = xb.mean(axis=(0, 2)), np.ones(O, np.float32), np.zeros(O, np.float32)
-        dyb = RNG.standard_normal(xb.shape, dtype=np.float32)
-        c = xb - mu[:, None]
-        yield "batchnorm", f"bn normalise, {label}", lambda: batchnorm.normalise(xb, mu, a, beta)
+        mu, a = np.zeros(O, np.float32), RNG.random(O, dtype=np.float32)
+        beta = RNG.random(O, dtype=np.float32)
+        dyb = conv_out(O, N, H, W)[1].reshape(N, O, -1)  # as conv2d's dx hands it back
+        c = x.reshape(N, O, -1) - mu[:, None]  # channels-first, as a conv output's
+        yield (
+            "batchnorm",
+            f"bn scale_shift, {label}",
+            lambda c=c, a=a, beta=beta: batchnorm.scale_shift(c, a, beta),
+        )
         yield (
             "batchnorm",
             f"bn input grad, {label}",
-            lambda: batchnorm.input_grad(dyb, c, a, a * 0.1, a * 0.01),
+            lambda d=dyb, c=c, a=a: batchnorm.input_grad(d, c, a, a * 0.1, a * 0.01),
         )
 
 

@@ -20,9 +20,11 @@ FLOATS = (np.float32, np.float64)
 def scale_shift(centred: np.ndarray, a: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """y = centred a + beta per channel (axis 1 of the 3-D centred), laid out like centred."""
     if kernels.compiled() and _alike(centred, a, beta):
-        y = np.empty_like(centred)
-        _scale_shift(centred, a, beta, y)
-        return y
+        c, axis = _in_memory_order(centred)
+        if c is not None:
+            y = np.empty_like(c)
+            _scale_shift(c, a, beta, y, axis)
+            return y if axis == 1 else y.transpose(1, 0, 2)
     return scale_shift_reference(centred, a, beta)
 
 
@@ -33,11 +35,14 @@ def scale_shift_reference(centred, a, beta):
 
 
 def input_grad(dy: np.ndarray, centred: np.ndarray, a, k1, k2) -> np.ndarray:
-    """dx = dy a - k1 - centred k2 per channel (axis 1 of the 3-D arrays), laid out like dy."""
+    """dx = dy a - k1 - centred k2 per channel (axis 1 of the 3-D arrays), laid out like centred."""
     if kernels.compiled() and _alike(dy, a, k1, k2) and centred.dtype == dy.dtype:
-        dx = np.empty_like(dy)
-        _input_grad(dy, centred, a, k1, k2, dx)
-        return dx
+        c, axis = _in_memory_order(centred)
+        if c is not None:  # dy in centred's memory order (one copy if it came in another)
+            d = np.ascontiguousarray(dy if axis == 1 else dy.transpose(1, 0, 2))
+            dx = np.empty_like(d)
+            _input_grad(d, c, a, k1, k2, dx, axis)
+            return dx if axis == 1 else dx.transpose(1, 0, 2)
     return input_grad_reference(dy, centred, a, k1, k2)
 
 
@@ -46,6 +51,15 @@ def input_grad_reference(dy, centred, a, k1, k2):
     dx -= k1[:, None]
     dx -= centred * k2[:, None]
     return dx
+
+
+def _in_memory_order(x):
+    """(x as a C-contiguous view, the channel axis in it): (N, C, P) itself, axis 1, or its
+    (C, N, P) transpose, axis 0 (a conv output's layout); (None, None) for other layouts."""
+    if x.flags.c_contiguous:
+        return x, 1
+    t = x.transpose(1, 0, 2)
+    return (t, 0) if t.flags.c_contiguous else (None, None)
 
 
 def _alike(x, *per_channel) -> bool:
@@ -57,18 +71,22 @@ def _alike(x, *per_channel) -> bool:
 
 
 @kernels.jit
-def _scale_shift(c, a, beta, y):
-    N, C, P = c.shape
-    for n in range(N):
-        for ch in range(C):
+def _scale_shift(c, a, beta, y, axis):
+    I, J, P = c.shape
+    for i in range(I):
+        for j in range(J):
+            ch = j if axis == 1 else i
+            ai, bi = a[ch], beta[ch]
             for p in range(P):
-                y[n, ch, p] = c[n, ch, p] * a[ch] + beta[ch]
+                y[i, j, p] = c[i, j, p] * ai + bi
 
 
 @kernels.jit
-def _input_grad(dy, c, a, k1, k2, dx):
-    N, C, P = dy.shape
-    for n in range(N):
-        for ch in range(C):
+def _input_grad(dy, c, a, k1, k2, dx, axis):
+    I, J, P = dy.shape
+    for i in range(I):
+        for j in range(J):
+            ch = j if axis == 1 else i
+            ai, k1i, k2i = a[ch], k1[ch], k2[ch]
             for p in range(P):
-                dx[n, ch, p] = dy[n, ch, p] * a[ch] - k1[ch] - c[n, ch, p] * k2[ch]
+                dx[i, j, p] = dy[i, j, p] * ai - k1i - c[i, j, p] * k2i
