@@ -7,7 +7,9 @@ one process gives both sides the same machine load; on a loaded machine the rati
 indicative. One thread (FRAN kernels never thread inside; BLAS is not involved).
 
     PYTHONPATH=. python benchmarks/kernels_ab.py [--repeats 21] [--only pool]
+    PYTHONPATH=. python benchmarks/kernels_ab.py --epochs 2048 --repeats 5   # whole epochs
     PYTHONPATH=. python benchmarks/kernels_ab.py --compile   # cold vs warm cache (fresh processes)
+    PYTHONPATH=. python benchmarks/kernels_ab.py --malloc 3  # fran.memory opt-in vs the default
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import fran  # noqa: E402
 from fran import kernels  # noqa: E402
 from fran.kernels import batchnorm, epilogue, pool  # noqa: E402
 
@@ -114,11 +117,12 @@ def ab(fn, repeats: int) -> dict:
 
 
 COMPILE_CHILD = """
-import time, numpy as np
+import sys, time, numpy as np
 t0 = time.perf_counter()
 import fran
 t1 = time.perf_counter()
-from benchmarks import fran_models as fm
+sys.path.insert(0, {bench!r})
+import fran_models as fm
 rng = np.random.default_rng(0)
 X = rng.random((64, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 10, 64)
@@ -140,7 +144,7 @@ def compile_costs(arch: str, runs: int) -> list[dict]:
         for i in range(runs):
             for backend in ("numba", "numpy"):
                 env["FRAN_KERNELS"] = backend
-                code = COMPILE_CHILD.format(arch=arch)
+                code = COMPILE_CHILD.format(arch=arch, bench=str(REPO / "benchmarks"))
                 run = subprocess.run(
                     [sys.executable, "-c", code],
                     env=env,
@@ -163,18 +167,116 @@ def compile_costs(arch: str, runs: int) -> list[dict]:
     return out
 
 
+MALLOC_CHILD = """
+import json, sys, time, numpy as np
+import fran
+if {tuned}:
+    fran.memory.keep_freed_memory()
+sys.path.insert(0, {bench!r})
+import fran_models as fm
+rng = np.random.default_rng(0)
+X = rng.random((1024, 1, 28, 28), dtype=np.float32)
+y = rng.integers(0, 10, 1024)
+out = {{}}
+for name in ("lenet5", "fmnist_cnn", "autoencoder"):
+    model = fm.warmup(fm.make_model(name), X, X if name == "autoencoder" else y, 64)
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        model = fm.train_epoch(model, X, X if name == "autoencoder" else y, 64)
+        times.append(time.perf_counter() - t)
+    out[name] = min(times)
+print(json.dumps(out))
+"""
+
+
+def malloc_ab(pairs: int) -> dict:
+    """Epoch times with and without fran.memory.keep_freed_memory(), fresh processes alternating
+    (the settings cannot be undone inside one process)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    times: dict = {}
+    for _ in range(pairs):
+        for tuned in (True, False):
+            code = MALLOC_CHILD.format(tuned=tuned, bench=str(REPO / "benchmarks"))
+            run = subprocess.run(
+                [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+            )
+            for name, t in json.loads(run.stdout.splitlines()[-1]).items():
+                times.setdefault(name, {True: [], False: []})[tuned].append(t)
+    return {
+        name: {
+            "tuned_ms": 1e3 * statistics.median(t[True]),
+            "default_ms": 1e3 * statistics.median(t[False]),
+            "default_over_tuned": statistics.median(
+                [b / a for a, b in zip(t[True], t[False], strict=True)]
+            ),
+        }
+        for name, t in times.items()
+    }
+
+
+def epochs_ab(n: int, repeats: int, only: str = "") -> list[dict]:
+    """Whole training epochs of each network on n random images, the backends alternating."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import fran_models as fm
+
+    X = RNG.random((n, 1, 28, 28), dtype=np.float32)
+    y = RNG.integers(0, 10, n)
+    rows = []
+    for name in (*fm.ARCHITECTURES, *fm.PEERS):
+        if only and only not in name:
+            continue
+        if name in fm.PEERS:
+            batch, model = fm.peer_batch_size(name), fm.make_peer_model(name)
+            opt = fm.peer_optimizer(name, n // batch)
+
+            def epoch(model=model, batch=batch, opt=opt):
+                return fm.train_peer_epoch(model, X, y, opt, batch)
+        else:
+            model = fm.make_model(name)
+            target = X if name == "autoencoder" else y
+
+            def epoch(model=model, target=target):
+                return fm.train_epoch(model, X, target, 64)
+
+        r = {"network": f"{name} epoch, {n} images", **ab(epoch, repeats)}
+        rows.append(r)
+        print_row(r["network"], r)
+    return rows
+
+
+def print_row(label: str, r: dict) -> None:
+    lo, hi = r["ratio_iqr"]
+    print(
+        f"{label:48s} numpy {r['numpy_ms']:8.3f} ms  numba {r['numba_ms']:8.3f} ms  "
+        f"numpy/numba {r['ratio']:5.2f} (IQR {lo:.2f}-{hi:.2f})",
+        flush=True,
+    )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--only", default="", help="run only kernels whose group or label has this")
     p.add_argument("--compile", action="store_true", help="cold vs warm cache, first train step")
     p.add_argument("--arch", default="lenet5", help="network for --compile (fran_models)")
+    p.add_argument("--epochs", type=int, metavar="N", help="whole epochs on N images instead")
+    p.add_argument("--malloc", type=int, metavar="PAIRS", help="malloc opt-in vs default instead")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
+    fran.memory.keep_freed_memory()  # as the examples and bench.py run (--malloc: both ways)
     if args.compile:
         rows = compile_costs(args.arch, 3)
         for r in rows:
             print(json.dumps(r))
+        return 0
+    if args.malloc:
+        print(json.dumps(malloc_ab(args.malloc), indent=1))
+        return 0
+    if args.epochs:
+        rows = epochs_ab(args.epochs, args.repeats, args.only)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
         return 0
     rows = []
     for group, label, fn in cases():
@@ -187,12 +289,7 @@ def main(argv=None) -> int:
                     _ARG[backend, id(x)] = pool.max_pool(x, 2, 2, True)[1]
         r = {"kernel": label, **ab(fn, args.repeats)}
         rows.append(r)
-        lo, hi = r["ratio_iqr"]
-        print(
-            f"{label:48s} numpy {r['numpy_ms']:8.3f} ms  numba {r['numba_ms']:8.3f} ms  "
-            f"numpy/numba {r['ratio']:5.2f} (IQR {lo:.2f}-{hi:.2f})",
-            flush=True,
-        )
+        print_row(label, r)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0
