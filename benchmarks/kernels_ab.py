@@ -10,6 +10,7 @@ indicative. One thread (FRAN kernels never thread inside; BLAS is not involved).
     PYTHONPATH=. python benchmarks/kernels_ab.py --epochs 2048 --repeats 5   # whole epochs
     PYTHONPATH=. python benchmarks/kernels_ab.py --compile   # cold vs warm cache (fresh processes)
     PYTHONPATH=. python benchmarks/kernels_ab.py --malloc 3  # fran.memory opt-in vs the default
+    PYTHONPATH=. python benchmarks/kernels_ab.py --digests 512  # params' bits, both backends
 """
 
 from __future__ import annotations
@@ -245,6 +246,37 @@ def epochs_ab(n: int, repeats: int, only: str = "") -> list[dict]:
     return rows
 
 
+def digests(n: int) -> dict:
+    """Every benchmarked network trained 2 epochs on n random images on each backend: the sha256
+    of its params (the same on both when the twins keep the references' bits)."""
+    import hashlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import fran_models as fm
+    from fran.tree import tree_leaves
+
+    X = RNG.random((n, 1, 28, 28), dtype=np.float32)
+    y = RNG.integers(0, 10, n)
+    out = {}
+    for name in (*fm.ARCHITECTURES, *fm.PEERS):
+        out[name] = {}
+        for backend in kernels.BACKENDS:
+            with kernels.using(backend):
+                if name in fm.PEERS:
+                    batch, model = fm.peer_batch_size(name), fm.make_peer_model(name)
+                    opt = fm.peer_optimizer(name, n // batch, 2)
+                    for _ in range(2):
+                        model = fm.train_peer_epoch(model, X, y, opt, batch)
+                else:
+                    model, target = fm.make_model(name), (X if name == "autoencoder" else y)
+                    for _ in range(2):
+                        model = fm.train_epoch(model, X, target, 64)
+            leaves = b"".join(a.tobytes() for a in tree_leaves(model.params))
+            out[name][backend] = hashlib.sha256(leaves).hexdigest()[:16]
+        print(name, out[name], flush=True)
+    return out
+
+
 def print_row(label: str, r: dict) -> None:
     lo, hi = r["ratio_iqr"]
     print(
@@ -262,6 +294,7 @@ def main(argv=None) -> int:
     p.add_argument("--arch", default="lenet5", help="network for --compile (fran_models)")
     p.add_argument("--epochs", type=int, metavar="N", help="whole epochs on N images instead")
     p.add_argument("--malloc", type=int, metavar="PAIRS", help="malloc opt-in vs default instead")
+    p.add_argument("--digests", type=int, metavar="N", help="params hashes after 2 epochs instead")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     fran.memory.keep_freed_memory()  # as the examples and bench.py run (--malloc: both ways)
@@ -270,6 +303,10 @@ def main(argv=None) -> int:
         for r in rows:
             print(json.dumps(r))
         return 0
+    if args.digests:
+        same = all(len(set(d.values())) == 1 for d in digests(args.digests).values())
+        print("the same bits on both backends" if same else "DIFFERENT bits")
+        return 0 if same else 1
     if args.malloc:
         print(json.dumps(malloc_ab(args.malloc), indent=1))
         return 0
