@@ -253,6 +253,7 @@ def digests(n: int) -> dict:
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     import fran_models as fm
+
     from fran.tree import tree_leaves
 
     X = RNG.random((n, 1, 28, 28), dtype=np.float32)
