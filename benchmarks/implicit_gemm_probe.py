@@ -6,17 +6,22 @@ prefixed (scipy_cblas_sgemm64_, 64-bit ints). llvmlite.binding.load_library_perm
 them resolvable, and numba.types.ExternalFunction declares the call by NAME, so the compiled
 function holds no ctypes pointer and Numba caches it (a ctypes binding could not be cached).
 
-The function im2cols a block of `nb` images into one reusable buffer and multiplies it into the
-right columns of z (ldc = all of z's columns), for a stride-1 k x k convolution with padding p.
-It prints whether z is bitwise fran's own result (lay_out + correlate, the column-blocked
-product) and the medians of each part:
+The function copies a block of `nb` images into a zero-bordered buffer, im2cols it into a second
+reusable buffer (each row a run of OW contiguous values, no bounds tests), and multiplies that
+into the right columns of z (ldc = all of z's columns), for a stride-1 k x k convolution with
+padding p. It prints whether z is bitwise fran's own result (lay_out + correlate, the
+column-blocked product) and the medians of each part:
 
-    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python benchmarks/implicit_gemm_probe.py [--nb 8]
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. python benchmarks/implicit_gemm_probe.py [--nb 4]
 
-Loaded machine, 2026-12-07 (the ResNet's 16 -> 16 3x3 layer, batch 128, float32): bitwise equal;
-fran 47.7-65.7 ms, this 42.2-62.9 ms, of which sgemm 18.6-19.4 ms and the block im2col loop
-38.6-40.9 ms (NumPy's whole-batch im2col: 26.6-34.5 ms). The copy loop, short rows of 28 with
-bounds at each end, is the part to make faster before this can pay.
+Loaded machine (load average 8 on 2 CPUs), 2026-12-07, the ResNet's 16 -> 16 3x3 pad-1 layer on
+28x28, batch 128, float32, 9 repeats: bitwise equal for every nb tried; fran 53.4 ms against
+32.9 ms with nb = 4, 60.5 against 42.3 with nb = 8 (block copy 25.4, sgemm 24.0; NumPy's
+whole-batch im2col alone 37.2), 68.1 against 52.2 with nb = 2, 49.4 against 52.7 with nb = 16.
+A first version that im2col'ed straight from x with bounds tests in the inner loop copied at
+half NumPy's speed and barely won. Not wired into conv2d: the vjp needs the weight gradient
+dz @ cols.T computed from the same blocks, summed in matmul_wide_t's block order to keep the
+bits, and the input gradient; and a fallback where NumPy's BLAS is not this bundled OpenBLAS.
 """
 
 from __future__ import annotations
@@ -55,28 +60,28 @@ def correlate_blocks(x, w2, k, p, z, nb, buf, do_copy=True, do_gemm=True):
     """z (O, N*OH*OW) = w2 (O, C*k*k) @ im2col(x) for x (C, N, H, W), stride 1, nb images a block."""
     C, N, H, W = x.shape
     O, K = w2.shape
-    OH, OW = H + 2 * p - k + 1, W + 2 * p - k + 1
+    Hp, Wp = H + 2 * p, W + 2 * p
+    OH, OW = Hp - k + 1, Wp - k + 1
     L = OH * OW
+    pad = np.zeros((C, nb, Hp, Wp), dtype=x.dtype)  # borders stay zero
     for n0 in range(0, N, nb):
         m = min(nb, N - n0)
-        for c in range(C if do_copy else 0):
-            for i in range(k):
-                for j in range(k):
-                    row = buf[(c * k + i) * k + j]
-                    lo, hi = max(0, p - j), min(OW, W + p - j)
-                    for n in range(m):
-                        for r in range(OH):
-                            h, base = r + i - p, n * L + r * OW
-                            if h < 0 or h >= H:
+        if do_copy:
+            for c in range(C):
+                for n in range(m):
+                    for h in range(H):
+                        for w in range(W):
+                            pad[c, n, h + p, w + p] = x[c, n0 + n, h, w]
+            for c in range(C):
+                for i in range(k):
+                    for j in range(k):
+                        row = buf[(c * k + i) * k + j]
+                        for n in range(m):
+                            for r in range(OH):
+                                src = pad[c, n, r + i]
+                                base = n * L + r * OW
                                 for q in range(OW):
-                                    row[base + q] = 0
-                                continue
-                            for q in range(lo):
-                                row[base + q] = 0
-                            for q in range(lo, hi):
-                                row[base + q] = x[c, n0 + n, h, q + j - p]
-                            for q in range(hi, OW):
-                                row[base + q] = 0
+                                    row[base + q] = src[q + j]
         if do_gemm:
             one, zero = np.float32(1.0), np.float32(0.0)
             sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, O, m * L, K, one, w2.ctypes, K,
@@ -94,7 +99,7 @@ def median_ms(fn, repeats: int) -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--nb", type=int, default=8, help="images per block")
+    p.add_argument("--nb", type=int, default=4, help="images per block")
     p.add_argument("--n", type=int, default=128, help="batch")
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--size", type=int, default=28)
