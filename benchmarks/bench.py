@@ -85,6 +85,7 @@ from machine import (
 )
 
 import fran
+import fran.kernels
 
 ITEMS = {  # key: (label, target fran / PyTorch), in the order they run
     "lenet5_train": ("LeNet-5 train, 1 epoch", 0.9),
@@ -823,6 +824,8 @@ def run(args, torch, tm) -> dict:
             "items": selected,
             "optimizer": "adam(1e-3) for the seed's networks; the examples' own for the peers",
             "dtype": "float32",
+            "kernels": fran.kernels.backend(),  # FRAN_KERNELS=numpy: the NumPy references
+            "malloc_tuned": fran.memory.applied,
         },
         "param_counts": check_param_counts(tm, (*fm.ARCHITECTURES, *peers_run)),
         "layer_shapes": check_twin_shapes(tm, torch, (*fm.ARCHITECTURES, *peers_run)),
@@ -835,7 +838,7 @@ def run(args, torch, tm) -> dict:
         f"threads: {args.threads} (torch {m['torch_threads']}, OpenBLAS "
         f"{(m['openblas_runtime'] or {}).get('num_threads', '?')}; env {m['thread_env']}); "
         f"fran runs {args.threads} threads of its own (FRAN_NUM_THREADS) and holds BLAS to one "
-        f"thread inside them\n"
+        f"thread inside them; kernels: {fran.kernels.backend()} (FRAN_KERNELS)\n"
         f"NumPy {m['numpy']} BLAS: {m['numpy_blas']}\nBLAS kernel: {blas_label(m)}\n"
         f"{args.repeats} runs per item, {args.n_train:,} train / {args.n_test:,} test images, "
         f"{args.n_train_peers:,} for the peers, {args.n_large:,} for lenet5_60k_b256; "
@@ -877,6 +880,7 @@ def run(args, torch, tm) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    fran.memory.keep_freed_memory()  # as fran's examples do (a no-op under FRAN_MALLOC_TUNING=0)
     if args.rss_child:
         rss_child(args)
     elif args.blas_settings == "both":

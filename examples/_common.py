@@ -344,6 +344,7 @@ def run(example: Example, argv: list[str] | None = None) -> dict:
             "    python3 -m pip install '.[examples]'    (from the fran checkout)"
         )
     args = parse_args(example, argv)
+    fran.memory.keep_freed_memory()  # freed arrays stay for the next batch (fran/memory.py)
     say = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
     model, history = start(example, args, say)
     data = load_data(example, args)

@@ -62,8 +62,6 @@ from fran.train import TrainingError, evaluate_nn, predict, train_nn, train_step
 
 __version__ = "0.1.0"
 
-memory.keep_freed_memory()  # glibc keeps freed arrays for reuse: see fran/memory.py
-
 __all__ = [
     "AdadeltaState",
     "AdamState",
@@ -106,6 +104,7 @@ __all__ = [
     "load",
     "load_checkpoint",
     "maxpooling",
+    "memory",
     "mse",
     "network",
     "output_shape",

@@ -10,7 +10,7 @@ and 8.9 ms; with the two settings below 3 faults and 6.0 ms. The Fashion-MNIST C
 43.5 to 29 ms a step, the autoencoder from 48.8 to 26.8 ms. (CPU tuning guides for PyTorch do the
 same by preloading jemalloc or tcmalloc.)
 
-fran applies three settings once, at import (mallopt):
+keep_freed_memory() applies three settings (mallopt), when a program asks for them:
 - M_MMAP_THRESHOLD = 32 MiB (glibc's documented maximum): blocks smaller than that come from the
   heap instead of fresh mmap'd pages. (Setting it also stops glibc raising it dynamically.)
 - M_TRIM_THRESHOLD = 256 MiB: freed memory at the top of the heap, up to that much, stays in the
@@ -19,12 +19,13 @@ fran applies three settings once, at import (mallopt):
   their own arenas (up to 8 per core), so a block freed by one of fran's batch-piece threads
   (fran.parallel) would sit in that thread's arena, each arena would keep its own 256 MiB of
   freed memory, and the process could hold several times the memory it needs.
-They are process-wide, so they also apply to anything else in the process (PyTorch too, when it
-runs alongside, as in benchmarks/bench.py's timed runs; its peak-memory child sets
+They are process-wide, so they also apply to anything else in the process, which is why
+`import fran` does not make them: a program opts in by calling fran.memory.keep_freed_memory()
+(fran's examples and benchmarks/bench.py do; bench.py's PyTorch peak-memory child sets
 FRAN_MALLOC_TUNING=0). The cost is that a process keeps up to 256 MiB of freed memory instead of
-returning it, and fran's threads share one arena's lock. Set FRAN_MALLOC_TUNING=0 before importing fran to leave malloc
-alone; fran.memory.applied says whether the settings were made. On other C libraries (macOS,
-Windows, musl) nothing is changed.
+returning it, and fran's threads share one arena's lock. FRAN_MALLOC_TUNING=0 makes the call do
+nothing; fran.memory.applied says whether the settings were made. On other C libraries (macOS,
+Windows, musl) nothing is changed. What leaving them unset costs: benchmarks/README.md.
 """
 
 from __future__ import annotations

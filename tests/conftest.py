@@ -43,9 +43,12 @@ def pytest_configure(config):
 
 
 def pytest_report_header(config):
+    from fran import kernels  # the suite runs on this backend (FRAN_KERNELS; numba by default)
+
+    lines = [f"fran kernels: {kernels.backend()}"]
     if SEED is not None:
-        return f"hypothesis seed: {SEED} (replay with FRAN_FRESH_SEED={SEED})"
-    return None
+        lines.append(f"hypothesis seed: {SEED} (replay with FRAN_FRESH_SEED={SEED})")
+    return lines
 
 
 def pytest_terminal_summary(terminalreporter):

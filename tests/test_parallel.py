@@ -185,6 +185,8 @@ _MALLOC_PROBE = """
     os.environ["FRAN_MALLOC_TUNING"] = "{setting}"
     import fran
     import numpy as np
+    if {opt_in}:
+        fran.memory.keep_freed_memory()
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     def step():  # three 8 MiB temporaries, freed together, as at the end of a training step
@@ -200,12 +202,15 @@ _MALLOC_PROBE = """
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the settings are glibc's")
 def test_malloc_settings_keep_freed_arrays_for_the_next_step():
-    on = run_python(_MALLOC_PROBE.format(setting="1"))
-    off = run_python(_MALLOC_PROBE.format(setting="0"))
+    on = run_python(_MALLOC_PROBE.format(setting="1", opt_in=True))
+    off = run_python(_MALLOC_PROBE.format(setting="0", opt_in=True))
+    untouched = run_python(_MALLOC_PROBE.format(setting="1", opt_in=False))
     assert on["applied"] is True and off["applied"] is False
     # glibc's defaults hand the 24 MiB back to the kernel each time: ~6,000 faults a step
     assert off["faults"] > 10_000
     assert on["faults"] < 500
+    # import fran alone changes no process-wide setting: the host's malloc behaves as before
+    assert untouched["applied"] is False and untouched["faults"] > 10_000
 
 
 def test_training_on_threads_is_bitwise_reproducible():

@@ -26,6 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fran.kernels import epilogue
 from fran.layers import _winograd
 from fran.layers._gemm import matmul_wide, matmul_wide_t
 
@@ -86,6 +87,14 @@ def correlate(tape: Tape, b=None) -> np.ndarray:
     z = shifted_sum(P, k, Wp).reshape(O, N, Hp, Wp)[:, :, :OH, :OW]
     z = np.ascontiguousarray(z) if b is None else z + b.reshape(O, 1, 1, 1)  # compact
     return z.reshape(O, -1)
+
+
+def correlate_act(tape: Tape, b, activation: str):
+    """(z, y): z = correlate(tape, b) and y = act(z); on the im2col path the bias and the
+    activation run in one pass over the product (fran.kernels.epilogue)."""
+    if tape.cols is not None:
+        return epilogue.bias_act(correlate(tape), b, activation)
+    return epilogue.bias_act(correlate(tape, b), None, activation)
 
 
 def correlate_vjp(tape: Tape, dz: np.ndarray, input_grad: bool = True):

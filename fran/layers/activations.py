@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fran.kernels import epilogue
+
 
 class Activation(NamedTuple):
     f: Callable[[np.ndarray], np.ndarray]
@@ -35,7 +37,7 @@ def _tanh_vjp(z, y, dy):
 ACTIVATIONS: dict[str, Activation] = {
     "identity": Activation(lambda z: z, lambda z, y, dy: dy),
     "tanh": Activation(np.tanh, _tanh_vjp),
-    "relu": Activation(lambda z: np.maximum(z, 0), lambda z, y, dy: dy * (z > 0)),
+    "relu": Activation(lambda z: np.maximum(z, 0), lambda z, y, dy: epilogue.relu_grad(z, dy)),
     "sigmoid": Activation(_sigmoid, lambda z, y, dy: dy * (y * (1 - y))),
 }
 

@@ -10,7 +10,8 @@ vjp (training, n values per channel, g = gamma dy):
     dx = (g - mean g - xh mean(g xh)) / sqrt(var + eps),  dgamma = sum dy xh,  dbeta = sum dy
 vjp (inference): dx = g / sqrt(var_r + eps), the same dgamma and dbeta.
 Computed per channel c as affine maps of x - mu, with a = gamma / sqrt(var + eps) (fewer passes
-over the batch than the formulas as written, the same values):
+over the batch than the formulas as written, the same values; fran.kernels.batchnorm's
+scale_shift and input_grad make the elementwise passes):
     y = a (x - mu) + beta,   dgamma = sum dy (x - mu) / sqrt(var + eps),
     dx = a dy - a mean dy - a mean(dy (x - mu)) (x - mu) / (var + eps)    (training)
 Params: {"gamma": ones(C), "beta": zeros(C)}; state: {"mean": zeros(C), "var": ones(C)}.
@@ -22,6 +23,7 @@ import attrs
 import numpy as np
 
 from fran import registry
+from fran.kernels import batchnorm as norm
 from fran.layers._validators import compact_repr
 
 
@@ -96,16 +98,15 @@ def vjp(spec, params, x, *, training, state):  # apply: the registry's default, 
         centred, var = xr - state["mean"].astype(dtype)[:, None], state["var"]
     inv = (1 / np.sqrt(var + spec.eps)).astype(dtype)
     a = inv * gamma
-    y = centred * a[:, None]
-    y += beta[:, None]
+    y = norm.scale_shift(centred, a, beta)
 
     def pullback(dy):
         dyr = dy.reshape(N, C, -1)
         sum_dy, sum_dyc = dyr.sum(axis=(0, 2)), _sum_products(dyr, centred)
-        dx = dyr * a[:, None]
         if training:  # dx = a (dy - mean dy - mean(dy (x - mu)) (x - mu) / (var + eps))
-            dx -= (a * sum_dy / n)[:, None]
-            dx -= centred * (a * inv * inv * sum_dyc / n)[:, None]
+            dx = norm.input_grad(dyr, centred, a, a * sum_dy / n, a * inv * inv * sum_dyc / n)
+        else:
+            dx = dyr * a[:, None]
         return {"gamma": inv * sum_dyc, "beta": sum_dy}, dx.reshape(x.shape)
 
     return y.reshape(x.shape), pullback, {k: v.astype(dtype, copy=False) for k, v in state.items()}

@@ -5,7 +5,8 @@ vjp: dz = act'(z) * dy;  dw[o,c,i,j] = sum_{n,r,q} dz[n,o,r,q] x_pad[n,c, s*r+i,
      db[o] = sum_{n,r,q} dz[n,o,r,q];  dx = the transposed convolution of dz (conv2d_transpose).
 Kernels (_conv): lay_out arranges x for one matrix product (im2col, or the output side for
 stride 1 with fewer outputs than inputs, or Winograd's F(2x2, 3x3) tiles for 3x3 stride 1 where
-that pays), correlate computes z, correlate_vjp dw and dx.
+that pays), correlate_act computes z and y (the bias and the activation in one pass after the
+product: fran.kernels.epilogue), correlate_vjp dw and dx.
 Layout: x (N, C, H, W), w (O, C, k, k) (OIHW), b (O,); OH = floor((H + 2p - k) / s) + 1.
 """
 
@@ -57,14 +58,13 @@ def param_shapes(spec, shape):
 
 def apply(spec, params, x):
     tape = _conv.lay_out(x, params["w"], spec.stride, spec.padding)
-    return tape.as_nchw(ACTIVATIONS[spec.activation].f(_conv.correlate(tape, params["b"])))
+    return tape.as_nchw(_conv.correlate_act(tape, params["b"], spec.activation)[1])
 
 
 def vjp(spec, params, x):
     act = ACTIVATIONS[spec.activation]
     tape = _conv.lay_out(x, params["w"], spec.stride, spec.padding)
-    z = _conv.correlate(tape, params["b"])
-    y = act.f(z)
+    z, y = _conv.correlate_act(tape, params["b"], spec.activation)
 
     def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, _conv.channels_first(dy))  # (O, N*OH*OW)

@@ -1,5 +1,6 @@
 """Fully connected layer: z = x @ w + b, y = act(z), for x (N, n_in), w (n_in, n_out), b (n_out,).
-(The products are _gemm's: the same, in pieces for threads when a batch is computed whole.)
+(The products are _gemm's: the same, in pieces for threads when a batch is computed whole; the
+bias and the activation run in one pass after it: fran.kernels.epilogue.)
 
 vjp: dz = act'(z) * dy;  dw = x.T @ dz;  db = dz.sum(0);  dx = dz @ w.T
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import attrs
 
 from fran import registry
+from fran.kernels import epilogue
 from fran.layers import _gemm, _init
 from fran.layers._validators import compact_repr, one_of, positive_int
 from fran.layers.activations import ACTIVATIONS
@@ -46,9 +48,7 @@ def param_shapes(spec, shape):
 
 def vjp(spec, params, x):  # apply is the registry's default: this forward, the pullback unused
     act = ACTIVATIONS[spec.activation]
-    z = _gemm.matmul_rows(x, params["w"])
-    z += params["b"]  # in place: no second (N, n_out) buffer
-    y = act.f(z)
+    z, y = epilogue.bias_act(_gemm.matmul_rows(x, params["w"]), params["b"], spec.activation, 1)
 
     def pullback(dy, input_grad=True):
         dz = act.vjp(z, y, dy)

@@ -3,8 +3,8 @@
 forward: y[n,c,r,q] = max_{i,j < k} x[n,c, s*r+i, s*q+j]
 vjp: dx[n,c, s*r+i, s*q+j] += dy[n,c,r,q] at the window's first argmax (i, j) in row-major order,
 as torch does; overlapping windows (s < k) accumulate.
-Params: {}. Kernels (_pool): max_pool computes y in two separable passes (columns, then rows) and,
-for the vjp, the masks of each pass's first maximum; max_pool_grad runs the passes backwards.
+Params: {}. Kernels (fran.kernels.pool): max_pool computes y and, for the vjp, each window's first
+argmax; max_pool_grad routes dy through them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import attrs
 
 from fran import registry
-from fran.layers import _pool
+from fran.kernels import pool
 from fran.layers._conv import conv_out
 from fran.layers._validators import chw_shape, compact_repr, optional_positive_int, positive_int
 
@@ -38,14 +38,14 @@ def output_shape(spec, shape):
 
 
 def apply(spec, params, x):
-    return _pool.max_pool(x, spec.k, spec.s)[0]
+    return pool.max_pool(x, spec.k, spec.s)[0]
 
 
 def vjp(spec, params, x):
-    y, winners = _pool.max_pool(x, spec.k, spec.s, winners=True)
+    y, winners = pool.max_pool(x, spec.k, spec.s, winners=True)
 
     def pullback(dy):
-        return {}, _pool.max_pool_grad(dy, winners)
+        return {}, pool.max_pool_grad(dy, winners)
 
     return y, pullback
 
