@@ -1,5 +1,7 @@
 """Fully connected layer: z = x @ w + b, y = act(z), for x (N, n_in), w (n_in, n_out), b (n_out,).
 (The products are _gemm's: the same, in pieces for threads when a batch is computed whole.)
+On a sequence sample (T, n_in) it acts on every position alike: x (N, T, n_in) is computed as
+the (N T, n_in) rows it holds, so y is (N, T, n_out) and dw, db sum over positions too.
 
 vjp: dz = act'(z) * dy;  dw = x.T @ dz;  db = dz.sum(0);  dx = dz @ w.T
 """
@@ -25,16 +27,16 @@ class dense:
 
 
 def output_shape(spec, shape):
-    if len(shape) != 1:
+    if len(shape) not in (1, 2):
         raise ValueError(
-            f"{spec!r}: expects a vector sample (n_in,), got shape {tuple(shape)}; "
-            f"put flatten() before it"
+            f"{spec!r}: expects a vector sample (n_in,) or a sequence (T, n_in), got shape "
+            f"{tuple(shape)}; put flatten() before it"
         )
-    return (spec.n_out,)
+    return (*shape[:-1], spec.n_out)
 
 
 def init(spec, shape, rng):
-    (n_in,) = shape
+    n_in = shape[-1]
     w = _init.draw(spec, (n_in, spec.n_out), n_in, spec.n_out, rng)
     return {"w": w, "b": _init.bias(spec, spec.n_out, n_in, rng)}
 
@@ -44,6 +46,15 @@ def apply(spec, params, x):
 
 
 def vjp(spec, params, x):
+    if x.ndim == 3:  # (N, T, n_in): every position is a row
+        N, T, n_in = x.shape
+        y, rows_pullback = vjp(spec, params, x.reshape(N * T, n_in))
+
+        def pullback(dy, input_grad=True):
+            grads, dx = rows_pullback(dy.reshape(N * T, -1), input_grad)
+            return grads, (None if dx is None else dx.reshape(N, T, n_in))
+
+        return y.reshape(N, T, spec.n_out), pullback
     act = ACTIVATIONS[spec.activation]
     z = _gemm.matmul_rows(x, params["w"])
     z += params["b"]  # in place: no second (N, n_out) buffer
