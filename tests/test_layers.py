@@ -40,7 +40,11 @@ def test_conformance(name):
     check()
 
 
-@pytest.mark.parametrize("name", registry.names())
+# check_init feeds random normal samples; token ids must be integers (tests/test_seq_layers.py)
+INTEGER_INPUT = {"embedding"}
+
+
+@pytest.mark.parametrize("name", sorted(set(registry.names()) - INTEGER_INPUT))
 def test_init_conformance(name):
     @given(case=strategies.cases(name), dtype=st.sampled_from([np.float32, np.float64]))
     def check(case, dtype):

@@ -48,7 +48,7 @@ def token_ids(spec, x) -> np.ndarray:
         ids = np.rint(x).astype(np.intp)
         far = np.abs(x - ids) > ID_TOLERANCE
         if far.any():
-            raise ValueError(f"{spec!r}: token ids must be integers, got {x[far].flat[0]!r}")
+            raise ValueError(f"{spec!r}: token ids must be integers, got {float(x[far].flat[0])!r}")
     if ids.size and (ids.min() < 0 or ids.max() >= spec.vocab):
         raise ValueError(
             f"{spec!r}: token ids must lie in [0, {spec.vocab}), got min {ids.min()} max {ids.max()}"
