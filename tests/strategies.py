@@ -161,7 +161,8 @@ def _side(lo: int) -> st.SearchStrategy:
 @st.composite
 def dense_structures(draw):
     spec = dense(n_out=draw(st.integers(1, 6)), activation=draw(acts))
-    return spec, (draw(st.integers(1, 6)),)
+    n_in = draw(st.integers(1, 6))
+    return spec, draw(st.sampled_from([(n_in,), (draw(st.integers(1, 4)), n_in)]))  # or (T, C)
 
 
 def _image(draw, lo: int, square: bool) -> tuple[int, int]:
