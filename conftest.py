@@ -3,6 +3,7 @@
 A block asks for one with a `fixture:NAME` info string. Blocks that load MNIST use
 `small_mnist`: the real loaders need the dataset (and so the network) which CI does not have,
 so the block runs verbatim on a few hundred synthetic images of MNIST's shape instead.
+Blocks that load the word list use `small_words` (300 synthetic words) in the same way.
 """
 
 from __future__ import annotations
@@ -31,3 +32,31 @@ def small_mnist(monkeypatch):
     monkeypatch.setattr(fran.data, "load_mnist", _synthetic_mnist)
     monkeypatch.setattr(fran.datasets, "load_mnist", _synthetic_mnist)
     return _synthetic_mnist
+
+
+def _synthetic_words(n=None, root=None, download=True):
+    """Like fran.data.load_words, on 300 fixed pronounceable words (syllables drawn at random)."""
+    rng = np.random.default_rng(0)
+    onsets, vowels, codas = (
+        ["b", "d", "k", "l", "m", "n", "r", "s", "t", "st"],
+        "aeiou",
+        ["", "n", "s", "r"],
+    )
+    words = []
+    while len(words) < 300:
+        word = "".join(
+            rng.choice(onsets) + rng.choice(list(vowels)) + rng.choice(codas)
+            for _ in range(rng.integers(1, 4))
+        )
+        if word not in words:
+            words.append(word)
+    return words if n is None else words[:n]
+
+
+@pytest.fixture
+def small_words(monkeypatch):
+    """fran.data.load_words on 300 synthetic words (the real list needs a fetch)."""
+    import fran.data
+
+    monkeypatch.setattr(fran.data, "load_words", _synthetic_words)
+    return _synthetic_words
