@@ -2,14 +2,18 @@
 forward and every gradient (inputs and params) of embedding, position_embedding, layernorm,
 gelu (both forms), dense on (T, C), rnn, lstm, attention (torch.nn.MultiheadAttention, causal or
 not; with dropout, torch's formula fed fran's mask), and sequence_cross_entropy against
-F.cross_entropy with ignore_index; and each layer's init against the law torch draws from.
+F.cross_entropy with ignore_index; each layer's init against the law torch draws from; and the
+char-LM twin of benchmarks/char_lm_peers.py against fran (the same loss, gradients and steps).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -299,3 +303,59 @@ def test_init_draws_from_torchs_distributions():
     _same_law(ours["w_out"], mha.out_proj.weight, "attention w_out")
     close(ours["b_in"], mha.in_proj_bias, "attention b_in")
     close(ours["b_out"], mha.out_proj.bias, "attention b_out")
+
+
+# ---------------------------------------------------------------- the char-LM twin
+
+
+def _twin_modules():
+    root = Path(__file__).resolve().parents[2]
+    sys.path.insert(0, str(root / "benchmarks"))
+    import char_lm_peers  # noqa: PLC0415  (benchmarks/ is on the path only now)
+
+    return char_lm_peers, char_lm_peers.char_lm
+
+
+def _words(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    return ["".join(rng.choice(letters, int(rng.integers(1, 7)))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("kind", ["transformer", "rnn", "lstm"])
+def test_char_lm_twin_computes_frans_loss_gradients_and_steps(kind):
+    """benchmarks/char_lm_peers.py's twin holding fran's float64 params: one batch's loss and
+    every gradient, then two epochs (a partial last batch each) of AdamW under the schedule."""
+    peers, char_lm = _twin_modules()
+    argv = ["--model", kind, "--n-embd", "8", "--n-layer", "2", "--n-head", "2"]
+    args = char_lm.parse_args(
+        [*argv, "--epochs", "2", "--batch-size", "8", "--lr", "1e-2", "--quiet"]
+    )
+    train, val = char_lm.split_words(_words(40, 0))
+    T = 1 + max(len(w) for w in train + val)
+    (X, Y), (Xv, Yv) = char_lm.encode(train, T), char_lm.encode(val, T)
+    data = {"train": train, "val": val, "T": T, "X": X, "Y": Y, "Xv": Xv, "Yv": Yv}
+    model = fran.init_weights(char_lm.build(args), 1, T, scheme="torch", seed=0, dtype=np.float64)
+    net = peers.twin(args, T).double()
+    peers.copy_into(model, net)
+
+    y, pullback = fran.vjp(model.spec, model.params, X[:8].astype(np.float64), training=True, key=0)
+    value, dy = char_lm.LOSS.fn(y, Y[:8])
+    grads, _ = pullback(dy)
+    net.train()
+    loss = peers.torch_loss(net, X[:8], Y[:8])
+    loss.backward()
+    assert abs(value - loss.item()) <= 1e-12 * abs(loss.item())
+    for name, ours, theirs, transposed in peers.pairs(grads, net):
+        close(ours, theirs.grad.T if transposed else theirs.grad, f"d{name}")
+
+    opt = peers.torch_optimizer(net, args)
+    step = 0
+    for epoch in range(2):
+        model, fran_mean, _ = char_lm.train_epoch(model, data, args)
+        step, torch_losses = peers.torch_epoch(net, opt, data, args, epoch, step)
+        assert abs(fran_mean - np.mean(torch_losses)) <= 1e-10, (epoch, fran_mean, torch_losses)
+    assert model.step == step == 10
+    for name, ours, theirs, transposed in peers.pairs(model.params, net):
+        close(ours, theirs.T if transposed else theirs, name, rtol=1e-8)
+    assert abs(char_lm.evaluate(model, Xv, Yv) - peers.torch_validation(net, data)) <= 1e-10
