@@ -131,3 +131,15 @@ def test_bad_arguments_are_argparse_errors(char_lm, argv, message, capsys):
 def test_heads_not_dividing_the_width_is_a_usage_error(char_lm, tmp_path):
     with pytest.raises(char_lm._common.UsageError, match="3 heads must divide the 8 channels"):
         char_lm.main([*TINY, "--n-head", "3", "--out", str(tmp_path), "--quiet"])
+
+
+def test_n_words_takes_a_fixed_subset_in_list_order(char_lm, small_words):
+    args = char_lm.parse_args(["--n-words", "50"])
+    data = char_lm.load_data(args)
+    words = small_words()
+    assert len(data["train"]) + len(data["val"]) == 50
+    kept = data["words"]
+    assert kept == sorted(kept, key=words.index) and set(kept) <= set(words)
+    assert char_lm.load_data(args)["words"] == kept
+    with pytest.raises(char_lm._common.UsageError, match="--n-words 301: the list has 300"):
+        char_lm.load_data(char_lm.parse_args(["--n-words", "301"]))

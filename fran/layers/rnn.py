@@ -43,7 +43,7 @@ def init(spec, shape, rng):
 
 
 def _forward(params, x):
-    """Every hidden state: hs[:, t] is h_{t+1}; hs[:, 0] of the returned h0-padded is h_0 = 0."""
+    """Every hidden state, h_0 = 0 first: hs (N, T + 1, H) with hs[:, t] = h_t."""
     N, T, C = x.shape
     xw = x @ params["w_ih"].T + (params["b_ih"] + params["b_hh"])  # every step's input at once
     hs = np.zeros((N, T + 1, params["w_hh"].shape[0]), dtype=np.result_type(x, xw))
