@@ -144,7 +144,7 @@ def test_specs_differ_by_value():
         (lambda: fran.dense(True), "n_out"),
         (lambda: fran.dense(2.0), "n_out"),
         (lambda: fran.dense(np.array(3)), "n_out"),
-        (lambda: fran.dense(3, activation="gelu"), "activation"),
+        (lambda: fran.dense(3, activation="swish"), "activation"),
         (lambda: fran.dense(3, weight_init="bogus"), "weight_init"),
         (lambda: fran.conv2d(0, 2), "k"),
         (lambda: fran.conv2d(3, -1), "channels"),
