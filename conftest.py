@@ -6,6 +6,7 @@ so the block runs verbatim on a few hundred synthetic images of MNIST's shape in
 The ONNX section's blocks run in a scratch folder (`onnx_folder`); those that need ONNX Runtime or
 PyTorch (`needs_onnxruntime`, `needs_torch`) skip in the torch-free `tests` environment and run in
 `oracle`, which runs README.md's blocks too.
+Blocks that load the word list use `small_words` (300 synthetic words) in the same way.
 """
 
 from __future__ import annotations
@@ -57,3 +58,31 @@ def needs_onnxruntime():
 def needs_torch():
     """Skips a block where PyTorch is not installed; the `oracle` environment runs it."""
     return pytest.importorskip("torch")
+
+
+def _synthetic_words(n=None, root=None, download=True):
+    """Like fran.data.load_words, on 300 fixed pronounceable words (syllables drawn at random)."""
+    rng = np.random.default_rng(0)
+    onsets, vowels, codas = (
+        ["b", "d", "k", "l", "m", "n", "r", "s", "t", "st"],
+        "aeiou",
+        ["", "n", "s", "r"],
+    )
+    words = []
+    while len(words) < 300:
+        word = "".join(
+            rng.choice(onsets) + rng.choice(list(vowels)) + rng.choice(codas)
+            for _ in range(rng.integers(1, 4))
+        )
+        if word not in words:
+            words.append(word)
+    return words if n is None else words[:n]
+
+
+@pytest.fixture
+def small_words(monkeypatch):
+    """fran.data.load_words on 300 synthetic words (the real list needs a fetch)."""
+    import fran.data
+
+    monkeypatch.setattr(fran.data, "load_words", _synthetic_words)
+    return _synthetic_words

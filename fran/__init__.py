@@ -18,17 +18,23 @@ from fran.engine import (
 from fran.io import CheckpointError, SaveError, load, load_checkpoint, save, save_checkpoint
 from fran.layers import (
     activation,
+    attention,
     batchnorm,
     conv2d,
     conv2d_transpose,
     dense,
     dropout,
+    embedding,
     flatten,
+    layernorm,
+    lstm,
     maxpooling,
+    position_embedding,
     residual,
+    rnn,
     softmax,
 )
-from fran.losses import Loss, cross_entropy, mse
+from fran.losses import Loss, cross_entropy, mse, sequence_cross_entropy
 from fran.model import Model, init_weights, summary
 from fran.optim import (
     AdadeltaState,
@@ -127,4 +133,13 @@ __all__ = [
     "train_step",
     "vjp",
     "vjp_with_state",
+]
+__all__ += [  # sequences
+    "attention",
+    "embedding",
+    "layernorm",
+    "lstm",
+    "position_embedding",
+    "rnn",
+    "sequence_cross_entropy",
 ]

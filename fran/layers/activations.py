@@ -2,10 +2,14 @@
 
 Each entry has f(z) and vjp(z, y, dy) -> dz, written with y = f(z) where that is cheaper:
 tanh' = 1 - y^2, sigmoid' = y (1 - y), relu' = [z > 0].
+gelu (torch's GELU()):  y = z Phi(z), Phi(z) = (1 + erf(z / sqrt 2)) / 2,  gelu' = Phi(z) + z phi(z);
+gelu_tanh (GELU(approximate="tanh")):  y = z (1 + tanh u) / 2,  u = sqrt(2/pi) (z + 0.044715 z^3),
+  gelu_tanh' = (1 + tanh u) / 2 + z (1 - tanh^2 u) sqrt(2/pi) (1 + 3 0.044715 z^2) / 2.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -34,11 +38,43 @@ def _tanh_vjp(z, y, dy):
     return dz
 
 
+def _erf(z):
+    # math.erf per element: NumPy has no erf, and a short polynomial would not be float64-exact
+    flat = np.fromiter(map(math.erf, z.ravel().tolist()), dtype=np.float64, count=z.size)
+    return flat.reshape(z.shape).astype(z.dtype, copy=False)
+
+
+def _gelu(z):
+    return z * ((1 + _erf(z * np.asarray(0.5**0.5, z.dtype))) / 2)
+
+
+def _gelu_vjp(z, y, dy):
+    Phi = (1 + _erf(z * np.asarray(0.5**0.5, z.dtype))) / 2
+    phi = np.exp(-z * z / 2) * np.asarray((2 * math.pi) ** -0.5, z.dtype)
+    return dy * (Phi + z * phi)
+
+
+_SQRT_2_PI, _GELU_C = (2 / math.pi) ** 0.5, 0.044715
+
+
+def _gelu_tanh(z):
+    t = np.tanh(np.asarray(_SQRT_2_PI, z.dtype) * (z + np.asarray(_GELU_C, z.dtype) * z**3))
+    return z * (1 + t) / 2
+
+
+def _gelu_tanh_vjp(z, y, dy):
+    t = np.tanh(np.asarray(_SQRT_2_PI, z.dtype) * (z + np.asarray(_GELU_C, z.dtype) * z**3))
+    du = np.asarray(_SQRT_2_PI, z.dtype) * (1 + np.asarray(3 * _GELU_C, z.dtype) * z * z)
+    return dy * ((1 + t) / 2 + z * (1 - t * t) * du / 2)
+
+
 ACTIVATIONS: dict[str, Activation] = {
     "identity": Activation(lambda z: z, lambda z, y, dy: dy),
     "tanh": Activation(np.tanh, _tanh_vjp),
     "relu": Activation(lambda z: np.maximum(z, 0), lambda z, y, dy: epilogue.relu_grad(z, dy)),
     "sigmoid": Activation(_sigmoid, lambda z, y, dy: dy * (y * (1 - y))),
+    "gelu": Activation(_gelu, _gelu_vjp),
+    "gelu_tanh": Activation(_gelu_tanh, _gelu_tanh_vjp),
 }
 
 

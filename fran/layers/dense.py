@@ -1,6 +1,6 @@
-"""Fully connected layer: z = x @ w + b, y = act(z), for x (N, n_in), w (n_in, n_out), b (n_out,).
-(The products are _gemm's: the same, in pieces for threads when a batch is computed whole; the
-bias and the activation run in one pass after it: fran.kernels.epilogue.)
+"""Fully connected layer: z = x @ w + b, y = act(z), for x (N, n_in), w (n_in, n_out), b (n_out,);
+on sequences (N, T, n_in) every position is a row (fran.layers._positions). The products are
+_gemm's, the bias and activation one pass after them (fran.kernels.epilogue).
 
 vjp: dz = act'(z) * dy;  dw = x.T @ dz;  db = dz.sum(0);  dx = dz @ w.T
 """
@@ -11,14 +11,14 @@ import attrs
 
 from fran import registry
 from fran.kernels import epilogue
-from fran.layers import _gemm, _init
+from fran.layers import _gemm, _init, _positions
 from fran.layers._validators import compact_repr, one_of, positive_int
 from fran.layers.activations import ACTIVATIONS
 
 
 @attrs.frozen
 class dense:
-    """A fully connected layer: act(x @ w + b) on (N, n_in) inputs."""
+    """A fully connected layer: act(x @ w + b) on (N, n_in) or (N, T, n_in) inputs."""
 
     __repr__ = compact_repr
     n_out: int = attrs.field(validator=positive_int)
@@ -27,25 +27,24 @@ class dense:
 
 
 def output_shape(spec, shape):
-    if len(shape) != 1:
+    if len(shape) not in (1, 2):
         raise ValueError(
-            f"{spec!r}: expects a vector sample (n_in,), got shape {tuple(shape)}; "
-            f"put flatten() before it"
+            f"{spec!r}: takes (n_in,) or (T, n_in), got {tuple(shape)}: put flatten() before it"
         )
-    return (spec.n_out,)
+    return (*shape[:-1], spec.n_out)
 
 
 def init(spec, shape, rng):
-    (n_in,) = shape
+    n_in = shape[-1]
     w = _init.draw(spec, (n_in, spec.n_out), n_in, spec.n_out, rng)
     return {"w": w, "b": _init.bias(spec, spec.n_out, n_in, rng)}
 
 
 def param_shapes(spec, shape):
-    (n_in,) = shape
-    return {"w": (n_in, spec.n_out), "b": (spec.n_out,)}
+    return {"w": (shape[-1], spec.n_out), "b": (spec.n_out,)}
 
 
+@_positions.over_positions  # (N, T, n_in): every position is a row
 def vjp(spec, params, x):  # apply is the registry's default: this forward, the pullback unused
     act = ACTIVATIONS[spec.activation]
     z, y = epilogue.bias_act(_gemm.matmul_rows(x, params["w"]), params["b"], spec.activation, 1)
@@ -58,12 +57,5 @@ def vjp(spec, params, x):  # apply is the registry's default: this forward, the 
     return y, pullback
 
 
-registry.register(
-    "dense",
-    dense,
-    output_shape=output_shape,
-    init=init,
-    param_shapes=param_shapes,
-    vjp=vjp,
-    per_sample=True,
-)
+rules = dict(output_shape=output_shape, init=init, param_shapes=param_shapes, vjp=vjp)
+registry.register("dense", dense, **rules, per_sample=True)

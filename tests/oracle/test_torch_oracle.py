@@ -117,6 +117,9 @@ def check_layer(spec, params: dict, x: np.ndarray, torch_fn, rng, rtol: float = 
 
 ORACLE_LAYERS = {"dense", "conv2d", "conv2d_transpose", "maxpooling", "flatten", "softmax"}
 ORACLE_LAYERS |= {"activation", "batchnorm", "dropout", "residual"}  # test_layers_v2_oracle.py
+ORACLE_LAYERS |= {  # test_sequence_oracle.py
+    "attention", "embedding", "layernorm", "lstm", "position_embedding", "rnn",
+}  # fmt: skip
 
 
 def test_every_builtin_layer_and_activation_has_an_oracle():

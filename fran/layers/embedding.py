@@ -1,0 +1,83 @@
+"""Token embedding, as torch.nn.Embedding(vocab, dim): each token id picks a row of w.
+
+y[n, t] = w[x[n, t]]  for ids x (N, T) and w (vocab, dim), so y is (N, T, dim).
+vjp: dw[v] = sum of dy[n, t] over the positions with x[n, t] = v (a scatter-add);  the ids get
+no gradient (dx = 0: the output does not move when an id is nudged less than half a unit).
+Init as torch: w ~ N(0, 1). Ids travel in the model's float dtype (fran casts a batch to it; a
+float32 holds every integer below 2^24 exactly); each must lie within 1e-3 of an integer in
+[0, vocab), or the layer raises naming it. Params: {"w": (vocab, dim)}.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from fran import registry
+from fran.layers._validators import compact_repr, positive_int
+
+ID_TOLERANCE = 1e-3  # ids arrive as floats; farther than this from an integer is not an id
+
+
+@attrs.frozen
+class embedding:
+    """A learned vector per token id: (T,) ids -> (T, dim)."""
+
+    __repr__ = compact_repr
+    vocab: int = attrs.field(validator=positive_int)
+    dim: int = attrs.field(validator=positive_int)
+
+
+def output_shape(spec, shape):
+    if len(shape) != 1:
+        raise ValueError(f"{spec!r}: expects a sample of token ids (T,), got shape {tuple(shape)}")
+    return (*shape, spec.dim)
+
+
+def init(spec, shape, rng):
+    return {"w": rng.standard_normal((spec.vocab, spec.dim))}
+
+
+def token_ids(spec, x) -> np.ndarray:
+    """x as integer ids, or a ValueError naming the layer and the offending value."""
+    if x.dtype.kind in "iu":
+        ids = x.astype(np.intp)
+    else:
+        if x.dtype == np.float32 and spec.vocab > 2**24:
+            raise ValueError(f"{spec!r}: float32 cannot hold ids up to {spec.vocab} exactly")
+        ids = np.rint(x).astype(np.intp)
+        far = np.abs(x - ids) > ID_TOLERANCE
+        if far.any():
+            raise ValueError(f"{spec!r}: token ids must be integers, got {float(x[far].flat[0])!r}")
+    if ids.size and (ids.min() < 0 or ids.max() >= spec.vocab):
+        raise ValueError(
+            f"{spec!r}: token ids must lie in [0, {spec.vocab}), got min {ids.min()} max {ids.max()}"
+        )
+    return ids
+
+
+def apply(spec, params, x):
+    return params["w"][token_ids(spec, x)]
+
+
+def vjp(spec, params, x):
+    ids = token_ids(spec, x)
+    w = params["w"]
+
+    def pullback(dy, input_grad=True):
+        dw = np.zeros_like(w, dtype=np.result_type(w, dy))
+        np.add.at(dw, ids.ravel(), dy.reshape(-1, spec.dim))
+        return {"w": dw}, (np.zeros_like(x) if input_grad else None)
+
+    return w[ids], pullback
+
+
+registry.register(
+    "embedding",
+    embedding,
+    output_shape=output_shape,
+    init=init,
+    apply=apply,
+    vjp=vjp,
+    per_sample=True,
+)
