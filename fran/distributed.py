@@ -28,7 +28,8 @@ FRAN_MPI_TIMEOUT seconds, default 120). A rank that has not contributed by then 
 the ranks that are still alive ask each other (point-to-point, a second deadline), name the ranks
 that did not answer in a DistributedError's message on stderr, and abort the job (MPI_Abort).
 MPICH's mpiexec itself ends the job at once when a rank is killed, naming its PID and host;
-`mpiexec -disable-auto-cleanup` leaves the survivors to fran's deadline, which names the rank.
+under `mpiexec -disable-auto-cleanup` it signals the survivors (SIGUSR1, which fran handles
+unless something else does), and they name the dead rank at once, without the deadline.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import attrs
@@ -52,7 +55,8 @@ from fran.tree import tree_leaves
 TIMEOUT_ENV = "FRAN_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0  # seconds a rank waits in one collective for the others
 _PROBE_TAG = 2207
-_set_up: set = set()
+_set_up: dict = {}  # id(comm) -> its duplicate for the liveness probe (made while all live)
+_failure_notice: list = []  # times MPI's launcher signalled that a process failed
 
 
 class DistributedError(RuntimeError):
@@ -91,14 +95,27 @@ def threads_per_rank(comm=None) -> int:
     return max(1, cpus // on_host)
 
 
+def _on_failure_notice(signum, frame) -> None:
+    _failure_notice.append(time.monotonic())
+
+
 def _setup(comm) -> None:
-    """Once per communicator: the thread count, unless FRAN_NUM_THREADS is set."""
+    """Once per communicator: the thread count, unless FRAN_NUM_THREADS is set; and, if nothing
+    else handles it, SIGUSR1: MPICH's mpiexec -disable-auto-cleanup sends it to the survivors
+    when a rank dies (its default action would end them without a word)."""
     if id(comm) in _set_up:
         return
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGUSR1, _on_failure_notice)
     threads = threads_per_rank(comm)  # collective: every rank calls it
     if not os.environ.get(parallel.ENV, "").strip():
         os.environ[parallel.ENV] = str(threads)
-    _set_up.add(id(comm))
+    probe = comm.Dup()  # collective too: it cannot be made once a rank is gone
+    probe.Set_errhandler(MPI.ERRORS_RETURN)
+    _set_up[id(comm)] = probe
 
 
 def _timeout(timeout) -> float:
@@ -118,7 +135,7 @@ def _wait(comm, request, timeout: float, what: str) -> None:
     start = time.monotonic()
     pause = 0.0
     while not request.Test():
-        if time.monotonic() - start > timeout:
+        if _failure_notice or time.monotonic() - start > timeout:
             _abort(comm, timeout, what)
         time.sleep(pause)  # spin at first (a step's collective is short), then back off
         pause = min(1e-3, pause * 2 or 1e-5)
@@ -127,8 +144,7 @@ def _wait(comm, request, timeout: float, what: str) -> None:
 def _silent_ranks(comm, wait: float) -> list[int]:
     """The ranks that do not answer a token within `wait` seconds (the live ones all ask)."""
     me, n = comm.Get_rank(), comm.Get_size()
-    probe = comm.Dup()
-    probe.Set_errhandler(MPI.ERRORS_RETURN)
+    probe = _set_up[id(comm)]
     token = np.array([me], dtype=np.int64)
     got = {q: np.zeros(1, dtype=np.int64) for q in range(n) if q != me}
     recvs = {q: probe.Irecv(buf, source=q, tag=_PROBE_TAG) for q, buf in got.items()}
@@ -152,14 +168,19 @@ def _silent_ranks(comm, wait: float) -> list[int]:
 
 def _abort(comm, timeout: float, what: str) -> None:
     me = comm.Get_rank()
-    silent = _silent_ranks(comm, min(10.0, timeout))
+    silent = _silent_ranks(comm, min(2.0, timeout))
     who = (
         f"rank(s) {', '.join(map(str, silent))} did not answer: dead or hung"
         if silent
         else "every rank answered, yet the collective did not complete"
     )
+    waited = (
+        "was told by MPI that a process failed while waiting"
+        if _failure_notice
+        else f"waited {timeout:g} s"
+    )
     error = DistributedError(
-        f"fran.distributed: rank {me} waited {timeout:g} s for {what}; {who}. "
+        f"fran.distributed: rank {me} {waited} for {what}; {who}. "
         f"Stopping the job (resume from the last checkpoint, on any number of ranks)."
     )
     print(f"{type(error).__name__}: {error}", file=sys.stderr, flush=True)

@@ -9,7 +9,7 @@ Rank 0 (or the single process) prints one JSON line: the model's sha256 after ea
 losses and the evaluation. --checkpoint DIR saves after every epoch (rank 0) and resumes from
 DIR if it holds a checkpoint; --kill-rank R --kill-step S makes rank R SIGKILL itself before
 step S; --stop-after E ends the run after epoch E (a resumable interruption); --nan makes the
-loss overflow; --skew gives rank 1 other data (the ranks' models must then differ).
+loss overflow; --hang makes the --kill-rank hang instead; --skew gives rank 1 other data (the ranks' models must then differ).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import numpy as np
 
@@ -64,6 +65,7 @@ def main() -> None:
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--kill-rank", type=int, default=None)
     p.add_argument("--kill-step", type=int, default=None)
+    p.add_argument("--hang", action="store_true", help="--kill-rank hangs instead of dying")
     p.add_argument("--nan", action="store_true")
     p.add_argument("--skew", action="store_true")
     args = p.parse_args()
@@ -84,9 +86,11 @@ def main() -> None:
     def on_batch(index, value):
         step = model.step + index
         if rank == args.kill_rank and step == args.kill_step:
+            if args.hang:
+                time.sleep(3600)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    out = {"ranks": size, "threads": fran.parallel.num_threads(), "digests": [], "losses": []}
+    out = {"ranks": size, "digests": [], "losses": []}
     try:
         while model.epoch < args.epochs:
             losses = []
@@ -112,6 +116,7 @@ def main() -> None:
             raise
         print(json.dumps({"rank": rank, "error": f"{type(exc).__name__}: {exc}"}), flush=True)
         sys.exit(2)
+    out["threads"] = fran.parallel.num_threads()
     out["final"] = digest(model)
     out["eval"] = evaluate(model, X, y, batch_size=50)
     if rank == 0:
