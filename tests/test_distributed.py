@@ -132,3 +132,36 @@ def test_a_hung_rank_is_named_after_the_deadline():
     )  # fmt: skip
     assert code != 0 and seconds < 30, out
     assert "waited 3 s for the gradients" in out and "rank(s) 1 did not answer" in out, out
+
+
+def test_bad_arguments_get_clear_errors():
+    code = """
+import json, numpy as np, fran, fran.distributed as dist
+net = fran.network([fran.flatten(), fran.dense(3), fran.softmax()], 0, 0)
+model = fran.init_weights(net, 4, 4)
+X, y = np.zeros((32, 4, 4), np.float32), np.zeros(32, np.int64)
+errors = []
+for kw in ({"timeout": 0}, {"pieces": 0}, {"batch_size": 0}):
+    try:
+        dist.train_nn(model, X, y, **kw)
+    except ValueError as exc:
+        errors.append(str(exc))
+try:
+    dist.train_nn(net, X, y)
+except ValueError as exc:
+    errors.append(str(exc))
+print(json.dumps(errors))
+"""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run(
+        [str(MPIEXEC), "-n", "1", sys.executable, "-c", code],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PYTHONPATH": path},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    errors = json.loads(run.stdout.strip().splitlines()[-1])
+    assert len(errors) == 4, errors
+    assert "timeout must be a positive number, got 0" in errors[0]
+    assert "pieces must be a positive integer, got 0" in errors[1]
+    assert errors[2].startswith("fran.distributed.train_nn: batch_size must be an integer >= 1")
+    assert errors[3].startswith("fran.distributed.train_nn: the model has no weights yet")
