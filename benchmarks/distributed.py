@@ -107,7 +107,7 @@ def _allgather_alone(dist, model) -> dict:
 
     comm = MPI.COMM_WORLD
     per_piece = 8 + sum(np.asarray(a).nbytes for a in dist.tree_leaves(model.params))
-    share = dist.parallel._cuts(len(dist.parallel.piece_cuts(BATCH)), comm.Get_size())
+    share = dist.parallel.rank_share(len(dist.parallel.piece_cuts(BATCH)), comm.Get_size())
     counts = [(b - a) * per_piece for a, b in share]
     mine = np.zeros(counts[comm.Get_rank()], dtype=np.uint8)
     times = []

@@ -49,7 +49,7 @@ from mpi4py import MPI
 from fran import engine, parallel
 from fran import train as _train
 from fran.model import Model
-from fran.optim import adam, get_optimizer
+from fran.optim import adam
 from fran.tree import tree_leaves
 
 TIMEOUT_ENV = "FRAN_MPI_TIMEOUT"
@@ -291,7 +291,7 @@ def _distributed_mean(comm, timeout, X, y, idx, pieces, template, state, model):
     """step_with's mean function for the batch X[idx]: this rank's pieces, all ranks' gathered."""
     me, ranks = comm.Get_rank(), comm.Get_size()
     cuts = parallel.piece_cuts(len(idx), pieces)
-    share = parallel._cuts(len(cuts), ranks)  # a contiguous run of pieces per rank
+    share = parallel.rank_share(len(cuts), ranks)  # a contiguous run of pieces per rank
     first, stop = share[me]
     nbytes = _piece_nbytes(template)
 
@@ -341,23 +341,16 @@ def train_nn(
     comm = world(comm)
     _setup(comm)
     timeout = _timeout(timeout)
-    model = _train._check_model(fn, model)
-    try:
-        optimizer = get_optimizer(optimizer)
-    except ValueError as exc:
-        raise ValueError(f"{fn}: {exc}") from None
-    loss = _train._default_loss(fn, model, loss)
-    X = _train.prepare_inputs(fn, model, X)
-    y = _train.prepare_targets(fn, model, loss, y, len(X))
-    _train._check_batch_size(fn, batch_size, len(X))
+    model, optimizer, loss, X, y = _train.prepare_training(
+        fn, model, X, y, optimizer=optimizer, loss=loss, batch_size=batch_size
+    )
     pieces = parallel.num_pieces(pieces)
     seed = model.seed if seed is None else seed
     epoch = model.epoch
-    model = attrs.evolve(model, opt_state=_train._opt_state_for(optimizer, model))
     order = np.random.default_rng([seed, epoch]).permutation(len(X))  # as train.minibatches
     body, cut = _train.loss_head(model.spec, loss)
-    template = _train._head(model.params, cut)
-    state = _train._head(model.state, cut)
+    template = model.params[: len(model.params) - cut]  # the gradients' tree
+    state = model.state[: len(model.state) - cut]
     good = model
     for index, start in enumerate(range(0, len(X), batch_size)):
         idx = order[start : start + batch_size]
@@ -388,16 +381,12 @@ def evaluate_nn(
     comm = world(comm)
     _setup(comm)
     timeout = _timeout(timeout)
-    model = _train._check_model(fn, model)
-    loss = _train._default_loss(fn, model, loss)
-    X = _train.prepare_inputs(fn, model, X)
-    y = _train.prepare_targets(fn, model, loss, y, len(X))
-    _train._check_batch_size(fn, batch_size, len(X))
-    body, cut = _train.loss_head(model.spec, loss)
-    forward = _train._infer(body, _train._head(model.params, cut), _train._head(model.state, cut))
+    model, loss, X, y, body, forward = _train.prepare_evaluation(
+        fn, model, X, y, loss=loss, batch_size=batch_size
+    )
     split = not engine.whole_batch_inference(body)
     cuts = parallel.inference_cuts(len(X), batch_size, split=split)
-    share = parallel._cuts(len(cuts), comm.Get_size())
+    share = parallel.rank_share(len(cuts), comm.Get_size())
     first, stop = share[comm.Get_rank()]
     sample = engine.output_shape(body, model.input_shape)
     row = math.prod(sample) * model.dtype.itemsize
@@ -408,12 +397,7 @@ def evaluate_nn(
     counts = [(cuts[b - 1][1] - cuts[a][0]) * row if b > a else 0 for a, b in share]
     data = _gather_known(comm, send.view(np.uint8).ravel(), counts, timeout, "the outputs")
     out = data.view(model.dtype).reshape((len(X), *sample))
-    value, _ = loss.fn(out, y)
-    result = {"loss": value, "n": len(X)}
-    if loss.on_logits or isinstance(model.spec.layers[-1], _train.softmax):
-        labels = y if y.ndim == 1 else y.argmax(axis=1)
-        result["accuracy"] = float((out.argmax(axis=1) == labels).mean())
-    return result
+    return _train.scores(model, loss, out, y)
 
 
 __all__ = [

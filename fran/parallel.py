@@ -145,6 +145,11 @@ def piece_cuts(n: int, pieces: int | None = None) -> list[tuple[int, int]]:
     return _cuts(n, max(1, min(num_pieces(pieces), n // MIN_PIECE)))
 
 
+def rank_share(pieces: int, ranks: int) -> list[tuple[int, int]]:
+    """The [first, stop) pieces of each rank: contiguous runs, nearly equal (fran.distributed)."""
+    return _cuts(pieces, ranks)
+
+
 def compute_pieces(fn: Callable, x, target, cuts, first: int = 0, *, keyed: bool = False) -> list:
     """[fn(x[a:b], target[a:b]) for each cut] on fran's threads, BLAS held to one thread (its
     own threads would change the bits). `cuts` are rows of x; keyed=True passes each piece its
@@ -275,5 +280,6 @@ __all__ = [
     "num_pieces",
     "num_threads",
     "piece_cuts",
+    "rank_share",
     "whole_batch_region",
 ]

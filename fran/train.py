@@ -372,8 +372,44 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
     body, cut = loss_head(model.spec, loss)
     forward = _infer(body, _head(model.params, cut), _head(model.state, cut))
     out = parallel.map_batches(forward, X, batch_size, split=not engine.whole_batch_inference(body))
+    return scores(model, loss, out, y)
+
+
+# ------------------------------------------------------------------ for fran.distributed
+
+
+def prepare_training(fn: str, model, X, y, *, optimizer, loss, batch_size):
+    """train_nn's checks and conversions, named for `fn`: (the model with the optimizer's state
+    for this epoch, the optimizer, the loss, X, y). fran.distributed.train_nn starts with it."""
+    model = _check_model(fn, model)
+    try:
+        optimizer = get_optimizer(optimizer)
+    except ValueError as exc:
+        raise ValueError(f"{fn}: {exc}") from None
+    loss = _default_loss(fn, model, loss)
+    X = prepare_inputs(fn, model, X)
+    y = prepare_targets(fn, model, loss, y, len(X))
+    _check_batch_size(fn, batch_size, len(X))
+    return attrs.evolve(model, opt_state=_opt_state_for(optimizer, model)), optimizer, loss, X, y
+
+
+def prepare_evaluation(fn: str, model, X, y, *, loss, batch_size):
+    """evaluate_nn's checks and conversions, named for `fn`: (model, loss, X, y, the network the
+    loss sees, its forward function x -> outputs). fran.distributed.evaluate_nn starts with it."""
+    model = _check_model(fn, model)
+    loss = _default_loss(fn, model, loss)
+    X = prepare_inputs(fn, model, X)
+    y = prepare_targets(fn, model, loss, y, len(X))
+    _check_batch_size(fn, batch_size, len(X))
+    body, cut = loss_head(model.spec, loss)
+    forward = _infer(body, _head(model.params, cut), _head(model.state, cut))
+    return model, loss, X, y, body, forward
+
+
+def scores(model: Model, loss: Loss, out: np.ndarray, y: np.ndarray) -> dict:
+    """evaluate_nn's result from the outputs: mean loss, n and, for classifiers, accuracy."""
     value, _ = loss.fn(out, y)
-    result = {"loss": value, "n": len(X)}
+    result = {"loss": value, "n": len(out)}
     if loss.on_logits or isinstance(model.spec.layers[-1], softmax):
         labels = y if y.ndim == 1 else y.argmax(axis=1)
         result["accuracy"] = float((out.argmax(axis=1) == labels).mean())
