@@ -105,7 +105,7 @@ def _allgather_alone(dist, model) -> dict:
     """The step's allgather of a whole batch's pieces, timed alone after a barrier."""
     from mpi4py import MPI
 
-    comm = MPI.COMM_WORLD
+    comm = dist._setup(MPI.COMM_WORLD)  # fran's own duplicate, as train_nn uses
     per_piece = 8 + sum(np.asarray(a).nbytes for a in dist.tree_leaves(model.params))
     share = dist.parallel.rank_share(len(dist.parallel.piece_cuts(BATCH)), comm.Get_size())
     counts = [(b - a) * per_piece for a, b in share]

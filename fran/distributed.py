@@ -55,7 +55,8 @@ from fran.tree import tree_leaves
 TIMEOUT_ENV = "FRAN_MPI_TIMEOUT"
 DEFAULT_TIMEOUT = 120.0  # seconds a rank waits in one collective for the others
 _PROBE_TAG = 2207
-_set_up: dict = {}  # id(comm) -> its duplicate for the liveness probe (made while all live)
+_set_up: dict = {}  # id(user's comm) -> fran's duplicate of it, on which fran's collectives run
+_probes: dict = {}  # id(fran's duplicate) -> another one, for the liveness probe
 _failure_notice: list = []  # times MPI's launcher signalled that a process failed
 
 
@@ -99,12 +100,14 @@ def _on_failure_notice(signum, frame) -> None:
     _failure_notice.append(time.monotonic())
 
 
-def _setup(comm) -> None:
-    """Once per communicator: the thread count, unless FRAN_NUM_THREADS is set; and, if nothing
-    else handles it, SIGUSR1: MPICH's mpiexec -disable-auto-cleanup sends it to the survivors
-    when a rank dies (its default action would end them without a word)."""
+def _setup(comm):
+    """fran's own duplicate of comm, made once per communicator, whose errors return (a dead
+    peer becomes an exception fran names, not MPI's own abort); the thread count, unless
+    FRAN_NUM_THREADS is set; and, if nothing else handles it, SIGUSR1: MPICH's mpiexec
+    -disable-auto-cleanup sends it to the survivors when a rank dies (its default action would
+    end them without a word)."""
     if id(comm) in _set_up:
-        return
+        return _set_up[id(comm)]
     if (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
@@ -113,9 +116,11 @@ def _setup(comm) -> None:
     threads = threads_per_rank(comm)  # collective: every rank calls it
     if not os.environ.get(parallel.ENV, "").strip():
         os.environ[parallel.ENV] = str(threads)
-    probe = comm.Dup()  # collective too: it cannot be made once a rank is gone
-    probe.Set_errhandler(MPI.ERRORS_RETURN)
-    _set_up[id(comm)] = probe
+    work, probe = comm.Dup(), comm.Dup()  # collective too: they cannot be made once a rank dies
+    for c in (work, probe):
+        c.Set_errhandler(MPI.ERRORS_RETURN)
+    _set_up[id(comm)], _probes[id(work)] = work, probe
+    return work
 
 
 def _timeout(timeout) -> float:
@@ -130,13 +135,23 @@ def _timeout(timeout) -> float:
     return float(timeout)
 
 
-def _wait(comm, request, timeout: float, what: str) -> None:
-    """request.Wait(), but past the deadline: name the ranks that do not answer, and abort."""
+def _wait(comm, post, timeout: float, what: str) -> None:
+    """post().Wait() for a non-blocking collective, but past the deadline or on an error from
+    MPI: name the ranks that do not answer, and abort."""
     start = time.monotonic()
     pause = 0.0
-    while not request.Test():
-        if _failure_notice or time.monotonic() - start > timeout:
-            _abort(comm, timeout, what)
+    request = None
+    while True:
+        try:
+            request = post() if request is None else request
+            if request.Test():
+                return
+        except MPI.Exception as exc:  # a peer's connection broke: it died
+            _abort(comm, timeout, what, f"got {exc.Get_error_string().strip()!r} while waiting")
+        if _failure_notice:
+            _abort(comm, timeout, what, "was told by MPI that a process failed while waiting")
+        if time.monotonic() - start > timeout:
+            _abort(comm, timeout, what, f"waited {timeout:g} s")
         time.sleep(pause)  # spin at first (a step's collective is short), then back off
         pause = min(1e-3, pause * 2 or 1e-5)
 
@@ -144,7 +159,7 @@ def _wait(comm, request, timeout: float, what: str) -> None:
 def _silent_ranks(comm, wait: float) -> list[int]:
     """The ranks that do not answer a token within `wait` seconds (the live ones all ask)."""
     me, n = comm.Get_rank(), comm.Get_size()
-    probe = _set_up[id(comm)]
+    probe = _probes[id(comm)]
     token = np.array([me], dtype=np.int64)
     got = {q: np.zeros(1, dtype=np.int64) for q in range(n) if q != me}
     recvs = {q: probe.Irecv(buf, source=q, tag=_PROBE_TAG) for q, buf in got.items()}
@@ -166,18 +181,13 @@ def _silent_ranks(comm, wait: float) -> list[int]:
     return sorted(set(recvs) - answered)
 
 
-def _abort(comm, timeout: float, what: str) -> None:
+def _abort(comm, timeout: float, what: str, waited: str) -> None:
     me = comm.Get_rank()
     silent = _silent_ranks(comm, min(2.0, timeout))
     who = (
         f"rank(s) {', '.join(map(str, silent))} did not answer: dead or hung"
         if silent
         else "every rank answered, yet the collective did not complete"
-    )
-    waited = (
-        "was told by MPI that a process failed while waiting"
-        if _failure_notice
-        else f"waited {timeout:g} s"
     )
     error = DistributedError(
         f"fran.distributed: rank {me} {waited} for {what}; {who}. "
@@ -193,12 +203,12 @@ def allgather_bytes(comm, mine: bytes, timeout: float, what: str) -> list[bytes]
     sizes, then the bytes), each against the deadline."""
     n = comm.Get_size()
     sizes = np.zeros(n, dtype=np.int64)
-    _wait(comm, comm.Iallgather(np.array([len(mine)], dtype=np.int64), sizes), timeout, what)
+    mine_size = np.array([len(mine)], dtype=np.int64)
+    _wait(comm, lambda: comm.Iallgather(mine_size, sizes), timeout, what)
     out = np.empty(int(sizes.sum()), dtype=np.uint8)
     send = np.frombuffer(mine, dtype=np.uint8)
     displ = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    request = comm.Iallgatherv(send, [out, (sizes, displ), MPI.BYTE])
-    _wait(comm, request, timeout, what)
+    _wait(comm, lambda: comm.Iallgatherv(send, [out, (sizes, displ), MPI.BYTE]), timeout, what)
     return [out[a : a + s].tobytes() for a, s in zip(displ, sizes, strict=True)]
 
 
@@ -207,7 +217,7 @@ def _gather_known(comm, mine: np.ndarray, counts, timeout: float, what: str) -> 
     counts = np.asarray(counts, dtype=np.int64)
     displ = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     out = np.empty(int(counts.sum()), dtype=np.uint8)
-    _wait(comm, comm.Iallgatherv(mine, [out, (counts, displ), MPI.BYTE]), timeout, what)
+    _wait(comm, lambda: comm.Iallgatherv(mine, [out, (counts, displ), MPI.BYTE]), timeout, what)
     return out
 
 
@@ -276,8 +286,11 @@ def model_digest(model: Model) -> bytes:
 
 def check_same_model(model: Model, comm=None, *, timeout=None) -> None:
     """Raise DistributedError on every rank unless every rank holds bitwise this model."""
-    comm = world(comm)
-    digests = allgather_bytes(comm, model_digest(model), _timeout(timeout), "the model hashes")
+    _compare(model, _setup(world(comm)), _timeout(timeout))
+
+
+def _compare(model: Model, comm, timeout: float) -> None:
+    digests = allgather_bytes(comm, model_digest(model), timeout, "the model hashes")
     differ = [r for r, d in enumerate(digests) if d != digests[0]]
     if differ:
         raise DistributedError(
@@ -338,8 +351,7 @@ def train_nn(
     same step) if the loss becomes NaN or inf, DistributedError if the ranks end the epoch with
     different models."""
     fn = "fran.distributed.train_nn"
-    comm = world(comm)
-    _setup(comm)
+    comm = _setup(world(comm))  # fran's own duplicate of it
     timeout = _timeout(timeout)
     model, optimizer, loss, X, y = _train.prepare_training(
         fn, model, X, y, optimizer=optimizer, loss=loss, batch_size=batch_size
@@ -367,7 +379,7 @@ def train_nn(
             on_batch(index, value)
         good, model = model, new
     model = attrs.evolve(model, epoch=epoch + 1)
-    check_same_model(model, comm, timeout=timeout)
+    _compare(model, comm, timeout)
     return model
 
 
@@ -378,8 +390,7 @@ def evaluate_nn(
     own run of pieces (fran.parallel.inference_cuts), one allgather brings them all to every
     rank, and every rank scores them: bitwise the single-process result, on every rank."""
     fn = "fran.distributed.evaluate_nn"
-    comm = world(comm)
-    _setup(comm)
+    comm = _setup(world(comm))  # fran's own duplicate of it
     timeout = _timeout(timeout)
     model, loss, X, y, body, forward = _train.prepare_evaluation(
         fn, model, X, y, loss=loss, batch_size=batch_size

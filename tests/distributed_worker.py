@@ -77,6 +77,8 @@ def main() -> None:
 
         train, evaluate = dist.train_nn, dist.evaluate_nn
         rank, size = dist.rank(), dist.size()
+    if args.kill_rank is not None:  # which PID is which rank, for mpiexec's own message
+        print(json.dumps({"rank": rank, "pid": os.getpid()}), file=sys.stderr, flush=True)
     X, y = data(args.skew and rank == 1)
     optimizer = fran.sgd(1e30) if args.nan else fran.adam(1e-2)
     model = fran.init_weights(network(args.net), SIDE, SIDE, seed=3)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -91,10 +92,10 @@ def test_resume_on_another_rank_count_equals_an_uninterrupted_run(tmp_path):
 def test_a_nan_loss_stops_every_rank_at_the_same_step():
     code, out, _ = _run(3, "--nan")
     assert code == 0, out
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    errors = {line.get("rank", 0): line["error"] for line in lines}
-    assert sorted(errors) == [0, 1, 2]
-    assert len(set(errors.values())) == 1 and "the loss became nan" in errors[0]
+    # mpiexec may interleave the ranks' lines: find each rank's error, not whole lines
+    errors = re.findall(r'"error": "(TrainingError[^"]*)"', out)
+    assert len(errors) == 3, out
+    assert len(set(errors)) == 1 and "the loss became nan" in errors[0]
 
 
 def test_ranks_that_diverge_stop_with_an_error_naming_them():
@@ -103,22 +104,34 @@ def test_ranks_that_diverge_stop_with_an_error_naming_them():
     assert out.count("rank(s) 1 hold a different model from rank 0's") == 2, out
 
 
-def test_a_killed_rank_ends_the_job_at_once(tmp_path):
+def _pids(out: str) -> dict:
+    found = re.findall(r'\{"rank": (\d+), "pid": (\d+)\}', out)  # lines may interleave
+    return {int(rank): int(pid) for rank, pid in found}
+
+
+def test_a_killed_rank_ends_the_job_at_once_naming_its_pid(tmp_path):
     """mpiexec's own clean-up: the job ends within seconds and names the killed process."""
     code, out, seconds = _run(3, "--kill-rank", "1", "--kill-step", "5", timeout=60)
     assert code != 0 and seconds < 30
     assert "BAD TERMINATION" in out and "EXIT CODE: 9" in out, out
+    assert f"PID {_pids(out)[1]} " in out, out  # rank 1's
 
 
 def test_a_killed_rank_is_named_and_the_run_resumes_bitwise(tmp_path):
     """Without mpiexec's clean-up the survivors are told, name the dead rank and abort; the run
-    then resumes from the last checkpoint on another rank count, bitwise as if never killed."""
+    then resumes from the last checkpoint on another rank count, bitwise as if never killed.
+    MPICH's mpiexec -disable-auto-cleanup still kills the survivors itself in about one run in
+    four here (they log no SIGUSR1 and no abort: a race in the launcher), so a run that ends so
+    is tried again, up to five times; every run must end within the bound."""
     want = _result(None, "--epochs", "3")
-    code, out, seconds = _run(
-        3, "--epochs", "3", "--checkpoint", str(tmp_path), "--kill-rank", "1", "--kill-step", "5",
-        env={"NO_CLEANUP": "1", "FRAN_MPI_TIMEOUT": "60"}, timeout=90,
-    )  # fmt: skip
-    assert code != 0 and seconds < 45, out
+    for _ in range(5):
+        code, out, seconds = _run(
+            3, "--epochs", "3", "--checkpoint", str(tmp_path), "--kill-rank", "1",
+            "--kill-step", "5", env={"NO_CLEANUP": "1", "FRAN_MPI_TIMEOUT": "60"}, timeout=90,
+        )  # fmt: skip
+        assert code != 0 and seconds < 45, out
+        if "did not answer" in out:
+            break
     assert "rank(s) 1 did not answer: dead or hung" in out, out
     assert fran.load_checkpoint(tmp_path)[0].epoch == 1  # killed in epoch 1 (steps 4-7)
     got = _result(2, "--epochs", "3", "--checkpoint", str(tmp_path))
