@@ -355,7 +355,10 @@ def paired_run(name: str, data: dict, seed: int, epochs: int) -> tuple[float, fl
             order = np.random.default_rng([seed, epoch]).permutation(len(X))  # train_nn's
             for i in range(0, len(X), batch):
                 idx = order[i : i + batch]
-                model, _ = fran.train_step(optimizer, fran.cross_entropy, model, (X[idx], y[idx]))
+                # one piece: each dropout layer draws one mask of the whole batch, as the twin
+                # takes it (cut batches draw a mask a piece, on parallel threads)
+                batch_xy = (X[idx], y[idx])
+                model, _ = fran.train_step(optimizer, fran.cross_entropy, model, batch_xy, pieces=1)
                 step, _ = torch_epoch(
                     net, opt, lr, clip, Xt[idx], yt[idx], torch.arange(len(idx)), batch, step
                 )

@@ -151,6 +151,19 @@ def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Name
         help="continue from the checkpoint in --out (up to --epochs in total)",
     )
     p.add_argument("--quiet", action="store_true", help="print nothing")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train on every rank of an MPI job (mpiexec -n N python ...; needs fran[mpi]): "
+        "the same model as one process; rank 0 prints and writes",
+    )
+    p.add_argument(
+        "--pieces",
+        type=_pieces,
+        default=None,
+        help="cut each batch into this many pieces (default: FRAN_PIECES, else 2); the model "
+        "depends on it, not on the threads or ranks",
+    )
     args = p.parse_args(argv)
     for name in ("epochs", "n_train", "batch_size"):
         if getattr(args, name) < 1:
@@ -164,6 +177,29 @@ def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Name
     if not (math.isfinite(args.lr) and args.lr > 0):
         p.error(f"--lr must be a finite number > 0, got {args.lr}")
     return args
+
+
+def _pieces(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
+# fran.train_nn and fran.evaluate_nn, or fran.distributed's under --distributed (run() sets them)
+_backend = {"train_nn": fran.train_nn, "evaluate_nn": fran.evaluate_nn, "root": True}
+
+
+def _use_backend(args: argparse.Namespace) -> None:
+    if not args.distributed:
+        _backend.update(train_nn=fran.train_nn, evaluate_nn=fran.evaluate_nn, root=True)
+        return
+    try:
+        import fran.distributed as dist
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"--distributed needs mpi4py and an MPI ({exc}); pip install 'fran[mpi]'"
+        ) from None
+    _backend.update(train_nn=dist.train_nn, evaluate_nn=dist.evaluate_nn, root=dist.is_root())
 
 
 def args_record(args: argparse.Namespace) -> dict:
@@ -282,13 +318,14 @@ def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace, example
     optimizer = fran.adam(args.lr) if make is None else make(args, n_batches)
     t0 = time.perf_counter()
     try:
-        model = fran.train_nn(
+        model = _backend["train_nn"](
             model,
             data["X"],
             data["y"],
             optimizer=optimizer,
             batch_size=args.batch_size,
             on_batch=on_batch,
+            pieces=args.pieces,
         )
     finally:
         bar.close()
@@ -298,7 +335,7 @@ def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace, example
 def score(model: fran.Model, data: dict) -> dict:
     """Test loss (and accuracy) on the test set, and the seconds it took."""
     t0 = time.perf_counter()
-    result = fran.evaluate_nn(model, data["Xt"], data["yt"])
+    result = _backend["evaluate_nn"](model, data["Xt"], data["yt"])
     result = {"test_loss": float(result["loss"])} | (
         {"test_accuracy": float(result["accuracy"])} if "accuracy" in result else {}
     )
@@ -309,7 +346,7 @@ def score_validation(model: fran.Model, data: dict) -> dict:
     """Loss and accuracy on the held-out validation images (none: {})."""
     if "Xv" not in data:
         return {}
-    result = fran.evaluate_nn(model, data["Xv"], data["yv"])
+    result = _backend["evaluate_nn"](model, data["Xv"], data["yv"])
     return {"val_loss": float(result["loss"])} | (
         {"val_accuracy": float(result["accuracy"])} if "accuracy" in result else {}
     )
@@ -345,6 +382,9 @@ def run(example: Example, argv: list[str] | None = None) -> dict:
         )
     args = parse_args(example, argv)
     fran.memory.keep_freed_memory()  # freed arrays stay for the next batch (fran/memory.py)
+    _use_backend(args)
+    root = _backend["root"]  # under --distributed only rank 0 prints and writes
+    args.quiet = args.quiet or not root
     say = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
     model, history = start(example, args, say)
     data = load_data(example, args)
@@ -361,10 +401,14 @@ def run(example: Example, argv: list[str] | None = None) -> dict:
             entry["train_seconds"] = seconds
             history.append(entry)
             say(epoch_line(entry, args.epochs))
-            fran.io.save_checkpoint(args.out, model, metadata=metadata_for(example, args, history))
+            if root:
+                meta = metadata_for(example, args, history)
+                fran.io.save_checkpoint(args.out, model, metadata=meta)
     except KeyboardInterrupt:
         say(f"\ninterrupted; continue later with --resume --out {args.out}")
         raise
+    if not root:
+        return {"final": dict(history[-1]) if history else {}}
     return report(example, model, data, args, history, say)
 
 

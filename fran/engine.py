@@ -380,7 +380,9 @@ sublayers = registry.sublayers
 
 def whole_batch(spec) -> bool:
     """Whether training must see the batch whole: some layer inside is not declared per sample,
-    or is random or stateful (cutting the batch would change its numbers with the thread count)."""
+    or is stateful (batch norm's statistics are the whole batch's). A random per-sample layer
+    (dropout) is cut: each piece draws from its own key (fran.train.piece_key), a fixed number of
+    pieces (fran.parallel.piece_cuts), so its numbers depend on neither threads nor ranks."""
     return not registry.capabilities(spec).cut_in_training
 
 

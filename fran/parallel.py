@@ -3,11 +3,16 @@
 NumPy releases the GIL inside its kernels (copies, ufuncs, BLAS), and a layer declared per sample
 acts on each sample of a batch separately, so the pieces of a batch can run at once on Python
 threads:
-- training (`batch_mean`): the batch is cut into one piece per thread; each thread computes its
-  piece's mean loss and gradients, and the batch's are their means weighted by piece size (exact,
-  as the losses are means over samples; only the rounding differs from one piece).
-- inference (`map_batches`): each batch of `batch_size` is cut the same way, so at most
-  `batch_size` samples are in flight, as without threads.
+- training (`batch_mean`): the batch is cut into a fixed number of pieces (`piece_cuts`:
+  FRAN_PIECES, default 2, never the thread or rank count); the threads compute the pieces' mean
+  losses and gradients, and the batch's are their means weighted by piece size, added in piece
+  order (`combine`: exact, as the losses are means over samples; only the rounding differs from
+  one piece). So any FRAN_NUM_THREADS, and any number of ranks (fran.distributed, which
+  computes some of the pieces on each rank and gathers them), gives bitwise the same model.
+  The default of 2 is this 2-core machine's thread count, so its speed and its bits are what
+  they were when fran cut a batch into one piece per thread; on more cores set FRAN_PIECES.
+- inference (`map_batches`): each batch of `batch_size` is cut the same way (`inference_cuts`),
+  at most one piece a thread in flight.
 While fran's threads run, NumPy's BLAS is held to one thread each (threadpoolctl): a
 multithreaded OpenBLAS called from two threads at once queues the calls, which measured slower
 than one thread. Measured on this 2-core machine, epochs against one thread with a 2-thread
@@ -18,16 +23,16 @@ measured no better for the Fashion-MNIST CNN and worse for LeNet-5.
 
 Cutting a batch is sound only for layers whose outputs for a sample depend on that sample
 alone, so a batch is cut only when every layer declares so (fran.registry: per_sample) and, in
-training, none is random or stateful; any other network computes each batch whole
+training, none is stateful (a random one draws each piece's numbers from the piece's own key,
+fran.train.piece_key); any other network computes each batch whole
 (split=False); inside that whole-batch region the kernels cut their large products into blocks
 that depend on the shapes only, and for_pieces computes the blocks on fran's threads
 (fran/layers/_gemm.py), so the results are the same for any thread count.
 
 The thread count is the number of CPUs this process may use, or FRAN_NUM_THREADS if set;
-FRAN_NUM_THREADS=1 computes everything on the calling thread and, except for whole batches
-(whose results must not depend on threads; a multithreaded OpenBLAS partitions its sums by its
-thread count), leaves BLAS alone. Results of cut batches depend on the thread count only in the
-last bits (the order of the sums).
+FRAN_NUM_THREADS=1 computes everything on the calling thread. BLAS is held to one thread in
+every piece and whole batch for any thread count: a multithreaded OpenBLAS partitions its sums
+by its thread count, which would change the bits.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ if TYPE_CHECKING:
 
 ENV = "FRAN_NUM_THREADS"
 MIN_PIECE = 16  # samples: a training batch is split only into pieces at least this big
+PIECES_ENV = "FRAN_PIECES"
+DEFAULT_PIECES = 2  # this 2-core machine's thread count: today's speed and today's bits here
 
 _pool: ThreadPoolExecutor | None = None
 _region = threading.local()  # .whole: this thread computes a batch whole (batch_mean(split=False))
@@ -99,14 +106,31 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_threads)
 
 
+def num_pieces(pieces: int | None = None) -> int:
+    """The pieces a training batch is cut into: `pieces` if given, else FRAN_PIECES if set, else
+    DEFAULT_PIECES. It never depends on the thread or rank count, so neither does the model."""
+    if pieces is None:
+        value = os.environ.get(PIECES_ENV, "").strip()
+        if not value:
+            return DEFAULT_PIECES
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{PIECES_ENV} must be a positive integer, got {value!r}")
+        return int(value)
+    if not isinstance(pieces, (int, np.integer)) or isinstance(pieces, bool) or pieces < 1:
+        raise ValueError(f"pieces must be a positive integer, got {pieces!r}")
+    return int(pieces)
+
+
 def _run(fn: Callable, pieces: list) -> list:
-    """[fn(*p) for p in pieces], the pieces on parallel threads (the first on this one)."""
-    if len(pieces) == 1:
-        return [fn(*pieces[0])]
-    with _one_blas_thread():
-        futures = [_executor(num_threads()).submit(fn, *p) for p in pieces[1:]]
-        first = fn(*pieces[0])
-        return [first] + [f.result() for f in futures]
+    """[fn(*p) for p in pieces] in order, contiguous runs of pieces on parallel threads (the
+    first run on this one); each piece's result is the same whichever thread computes it."""
+    threads = min(num_threads(), len(pieces))
+    if threads < 2:
+        return [fn(*p) for p in pieces]
+    runs = [pieces[a:b] for a, b in _cuts(len(pieces), threads)]
+    futures = [_executor(num_threads()).submit(lambda r: [fn(*p) for p in r], r) for r in runs[1:]]
+    first = [fn(*p) for p in runs[0]]
+    return first + [result for f in futures for result in f.result()]
 
 
 def _cuts(n: int, parts: int) -> list[tuple[int, int]]:
@@ -115,25 +139,36 @@ def _cuts(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool = True):
-    """fn(x, target) -> (mean value, gradient tree, state), computed piecewise on parallel threads.
+def piece_cuts(n: int, pieces: int | None = None) -> list[tuple[int, int]]:
+    """The [start, stop) rows of each piece of a batch of n: num_pieces(pieces) nearly equal
+    pieces, fewer if that would make one smaller than MIN_PIECE samples (n alone decides)."""
+    return _cuts(n, max(1, min(num_pieces(pieces), n // MIN_PIECE)))
 
-    The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the value
-    and gradients are the means of the pieces' weighted by their sizes. Only networks whose
-    layers are all per sample, none random or stateful, are cut (split=True), so the state is the
-    first piece's (it is empty); split=False computes the batch whole on this thread (its large products on
-    fran's threads: for_pieces), with BLAS held to one thread for any thread count: OpenBLAS's
-    own threads change the last bits, and they spin-wait, so that with the other core busy an
-    epoch took up to 7x longer than on one thread (benchmarks/README.md)."""
-    n = len(x)
-    if not split:  # BLAS on one thread even for FRAN_NUM_THREADS=1: its threads change the bits
-        with whole_batch_region(), _one_blas_thread():
-            return fn(x, target)
-    parts = max(1, min(num_threads(), n // MIN_PIECE))
-    if parts == 1:
-        return fn(x, target)
-    cuts = _cuts(n, parts)
-    results = _run(fn, [(x[a:b], target[a:b]) for a, b in cuts])
+
+def rank_share(pieces: int, ranks: int) -> list[tuple[int, int]]:
+    """The [first, stop) pieces of each rank: contiguous runs, nearly equal (fran.distributed)."""
+    return _cuts(pieces, ranks)
+
+
+def compute_pieces(fn: Callable, x, target, cuts, first: int = 0, *, keyed: bool = False) -> list:
+    """[fn(x[a:b], target[a:b]) for each cut] on fran's threads, BLAS held to one thread (its
+    own threads would change the bits). `cuts` are rows of x; keyed=True passes each piece its
+    number too, first + its position (a random network draws each piece's numbers from it)."""
+    args = [
+        (x[a:b], target[a:b], first + i) if keyed else (x[a:b], target[a:b])
+        for i, (a, b) in enumerate(cuts)
+    ]
+    with _one_blas_thread():
+        return _run(fn, args)
+
+
+def combine(results: list, cuts) -> tuple:
+    """(value, gradients, state) of a batch from its pieces' (mean value, mean gradients,
+    state): the means weighted by piece size, added in piece order (so bitwise the same for any
+    threads or ranks that computed the pieces); the state is the first piece's (it is empty)."""
+    n = cuts[-1][1] - cuts[0][0]
+    if len(results) == 1:
+        return results[0]
     weights = [(b - a) / n for a, b in cuts]
     value = sum(w * r[0] for w, r in zip(weights, results, strict=True))
 
@@ -144,6 +179,29 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool =
         return out
 
     return value, tree_map(weighted, *[r[1] for r in results]), results[0][2]
+
+
+def batch_mean(
+    fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool = True, pieces=None,
+    keyed: bool = False,
+):  # fmt: skip
+    """fn(x, target) -> (mean value, gradient tree, state), computed piecewise on parallel threads.
+
+    The batch is cut into piece_cuts(len(x), pieces): a number of pieces that depends on the
+    batch size and `pieces` (FRAN_PIECES) only, never on the threads, so the result is bitwise
+    the same for any FRAN_NUM_THREADS; the value and gradients are the means of the pieces'
+    weighted by their sizes, added in piece order (combine). keyed=True calls fn(x, target,
+    piece) (a network with dropout draws each piece's mask from its own key). Only networks
+    whose layers are all per sample, none stateful, are cut (split=True), so the state is the
+    first piece's (it is empty); split=False computes the batch whole on this thread (its large
+    products on fran's threads: for_pieces), with BLAS held to one thread for any thread count:
+    OpenBLAS's own threads change the last bits, and they spin-wait, so that with the other core
+    busy an epoch took up to 7x longer than on one thread (benchmarks/README.md)."""
+    if not split:  # BLAS on one thread even for FRAN_NUM_THREADS=1: its threads change the bits
+        with whole_batch_region(), _one_blas_thread():
+            return fn(x, target)
+    cuts = piece_cuts(len(x), pieces)
+    return combine(compute_pieces(fn, x, target, cuts, keyed=keyed), cuts)
 
 
 @contextlib.contextmanager
@@ -174,26 +232,54 @@ def for_pieces(fn: Callable, starts) -> list:
     return [result for run in done for result in run]
 
 
+def inference_cuts(n: int, batch_size: int, *, split: bool = True, pieces=None) -> list:
+    """The [start, stop) rows map_batches computes at once: each batch of batch_size whole
+    (split=False), or cut into num_pieces(pieces) pieces; thread and rank counts play no part."""
+    if not split:
+        return [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    piece = -(-min(batch_size, n) // num_pieces(pieces))  # ceil
+    return [(i, min(i + piece, n)) for i in range(0, n, piece)]
+
+
+def map_rows(fn: Callable, X: np.ndarray, cuts, *, split: bool = True) -> list:
+    """[fn(X[a:b]) for each cut], on fran's threads (split=True: at most one cut per thread in
+    flight) or one after the other in a whole-batch region (split=False); BLAS on one thread."""
+    if not split:
+        with whole_batch_region(), _one_blas_thread():
+            return [fn(X[a:b]) for a, b in cuts]
+    threads = min(num_threads(), len(cuts))
+    with _one_blas_thread():
+        if threads < 2:
+            return [fn(X[a:b]) for a, b in cuts]
+        return list(_executor(threads).map(lambda c: fn(X[c[0] : c[1]]), cuts))
+
+
 def map_batches(
-    fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int, *, split: bool = True
-):
+    fn: Callable[[np.ndarray], np.ndarray], X: np.ndarray, batch_size: int, *, split: bool = True,
+    pieces=None,
+):  # fmt: skip
     """np.concatenate of fn over the batches of X, each batch's pieces on parallel threads.
 
     With split=True fn must act on each row separately (a network whose layers are all declared
-    per sample at inference does); at most batch_size rows are in flight at once. split=False
-    computes each batch whole on this thread (its large products on fran's threads, BLAS held to
-    one thread, as batch_mean(split=False))."""
-    if not split:
-        with whole_batch_region(), _one_blas_thread():
-            return np.concatenate([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
-    threads = num_threads()
-    if threads == 1 or len(X) <= 1:
-        return np.concatenate([fn(X[i : i + batch_size]) for i in range(0, len(X), batch_size)])
-    piece = -(-min(batch_size, len(X)) // threads)  # ceil: one piece per thread
-    starts = range(0, len(X), piece)
-    with _one_blas_thread():
-        outputs = _executor(threads).map(lambda i: fn(X[i : i + piece]), starts)
-        return np.concatenate(list(outputs))
+    per sample at inference does); each batch is cut into num_pieces(pieces) pieces
+    (inference_cuts), at most one a thread in flight, so at most about batch_size rows when
+    there are as many threads as pieces. split=False computes each batch whole on this thread
+    (its large products on fran's threads, BLAS held to one thread, as batch_mean(split=False))."""
+    cuts = inference_cuts(len(X), batch_size, split=split, pieces=pieces)
+    return np.concatenate(map_rows(fn, X, cuts, split=split))
 
 
-__all__ = ["batch_mean", "for_pieces", "map_batches", "num_threads", "whole_batch_region"]
+__all__ = [
+    "batch_mean",
+    "combine",
+    "compute_pieces",
+    "for_pieces",
+    "inference_cuts",
+    "map_batches",
+    "map_rows",
+    "num_pieces",
+    "num_threads",
+    "piece_cuts",
+    "rank_share",
+    "whole_batch_region",
+]

@@ -29,7 +29,8 @@ Declarations, made when registering (every one optional):
                       or None when the caller gave no key (inference needs none). The network
                       fold spawns one per layer from the caller's key; train_step's key is
                       (model seed, 1, step), so a run is reproducible and resumable. A random
-                      layer's training batch is never cut (its draws would move between samples).
+                      per-sample layer's training batch is cut too: each piece draws from its
+                      own key (fran.train.piece_key), so draws depend on no thread/rank count.
     init_state=f      f(spec, shape) -> state, a dict of arrays (running statistics); apply/vjp
                       get `state=` and return (y, new_state) / (y, pullback, new_state). The old
                       state is never changed; the network fold threads the new one. A stateful
@@ -108,8 +109,9 @@ class Capabilities(NamedTuple):
 
     @property
     def cut_in_training(self) -> bool:
-        """Whether a training batch may be computed in pieces: per sample, no draws, no state."""
-        return self.per_sample is True and not self.needs_rng and not self.has_state
+        """Whether a training batch may be computed in pieces: per sample and no state (a random
+        layer's pieces draw from keys of their own)."""
+        return self.per_sample is True and not self.has_state
 
     @property
     def cut_in_inference(self) -> bool:

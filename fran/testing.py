@@ -16,7 +16,7 @@ A layer passes `check_layer` when, on the batch you give it, in float64:
      does not depend on the key;
  10. per sample: a layer declared per_sample=True (or "inference") gives, on the batch, what it
      gives on the batch's two halves (to rounding) in each mode it claims (training only for a
-     layer without randomness or state: fran never cuts those); a false claim fails, saying
+     layer without randomness or state: a random layer's halves draw from other keys); a false claim fails, saying
      what to declare. A layer that declares nothing and passes is told it may declare it.
 
 Pick x and params away from kinks (relu at 0, maxpooling ties), or the finite differences lie:

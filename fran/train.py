@@ -138,6 +138,11 @@ def training_key(model: Model) -> tuple:
     return (model.seed, 1, model.step)
 
 
+def piece_key(model: Model, piece: int) -> tuple:
+    """The key of one piece's randomness in a cut batch: (seed, 1, step, piece)."""
+    return (*training_key(model), piece)
+
+
 def _head(tree: tuple, cut: int) -> tuple:
     return tree[: len(tree) - cut]
 
@@ -177,7 +182,9 @@ def _check_step(fn, optimizer, loss, model, batch):
     return x, target
 
 
-def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[Model, float]:
+def train_step(
+    optimizer: Optimizer, loss: Loss, model: Model, batch, *, pieces: int | None = None
+) -> tuple[Model, float]:
     """One optimizer step on one batch, in training mode: (model, (x, target)) -> (new model, loss).
 
     Args:
@@ -186,27 +193,43 @@ def train_step(optimizer: Optimizer, loss: Loss, model: Model, batch) -> tuple[M
         loss: a Loss; cross_entropy fuses with a final softmax (trained on the logits).
         model: a Model.
         batch: (x, target) with x shaped (B, *model.input_shape).
+        pieces: the pieces the batch is cut into (None: FRAN_PIECES, else 2; fran.parallel).
     Returns:
         The model after the step (params, layer state, optimizer state, step + 1) and the
         batch's mean loss.
     """
     x, target = _check_step("train_step", optimizer, loss, model, batch)
+    pieces = parallel.num_pieces(pieces)
+    return step_with(optimizer, loss, model, _local_mean(x, target, pieces))
+
+
+def _local_mean(x, target, pieces):
+    """batch_mean over this process's threads, as step_with wants it."""
+    return lambda fn, split, keyed: parallel.batch_mean(
+        fn, x, target, split=split, pieces=pieces, keyed=keyed
+    )
+
+
+def step_with(optimizer: Optimizer, loss: Loss, model: Model, mean) -> tuple[Model, float]:
+    """train_step's update, the batch's mean loss and gradients from mean(fn, split, keyed)
+    (fran.parallel.batch_mean on this process's rows, or fran.distributed's across ranks)."""
     body, cut = loss_head(model.spec, loss)
     params, state = _head(model.params, cut), _head(model.state, cut)
-    key = training_key(model) if engine.random(body) else None  # no Generators to spawn if unused
+    split = not engine.whole_batch(body)
+    keyed = split and engine.random(body)  # each piece draws from its own key
+    key = training_key(model) if engine.random(body) and not keyed else None
 
-    def loss_and_grads(x, target):
-        # the layer-level call: _check_step has checked the batch, so no second check per piece
-        y, pullback, new_state = engine.layer_vjp(body, params, x, state, engine.as_rng(key), True)
+    def loss_and_grads(x, target, piece=None):
+        # the layer-level call: the batch was checked, so no second check per piece
+        rng = engine.as_rng(piece_key(model, piece) if keyed else key)
+        y, pullback, new_state = engine.layer_vjp(body, params, x, state, rng, True)
         value, dy = loss.fn(y, target)
         grads, _ = pullback(dy, input_grad=False)
         return value, grads, new_state
 
-    # the batch's mean loss and gradients; pieces on parallel threads only if every layer is
-    # declared per sample and none is random or stateful (fran.registry.capabilities)
-    value, grads, new_state = parallel.batch_mean(
-        loss_and_grads, x, target, split=not engine.whole_batch(body)
-    )
+    # the batch's mean loss and gradients: in a fixed number of pieces (on parallel threads)
+    # if every layer is declared per sample and none is stateful, else whole
+    value, grads, new_state = mean(loss_and_grads, split, keyed)
     opt_state = optimizer.init(model.params) if model.opt_state is None else model.opt_state
     updates, opt_state = optimizer.update((*grads, *({},) * cut), opt_state, model.params)
     return attrs.evolve(
@@ -270,6 +293,7 @@ def train_nn(
     loss=None,
     seed: int | None = None,
     on_batch: Callable | None = None,
+    pieces: int | None = None,
 ) -> Model:
     """Train for one epoch: a fold of train_step over shuffled mini-batches.
 
@@ -288,6 +312,8 @@ def train_nn(
         loss: None (cross_entropy after a final softmax, else mse), a Loss or its name.
         seed: the shuffle seed; None uses the model's seed. Epoch e shuffles with [seed, e].
         on_batch: called as on_batch(batch_index, loss_value) after each step (progress bars).
+        pieces: each batch is cut into this many pieces (None: FRAN_PIECES, else 2), their
+            gradients added in piece order: the model depends on it, never on the thread count.
     Returns:
         The new model, its epoch counter advanced by one.
     Raises:
@@ -308,7 +334,7 @@ def train_nn(
     epoch = model.epoch
     model = attrs.evolve(model, opt_state=_opt_state_for(optimizer, model))
     rng = np.random.default_rng([seed, epoch])
-    step = functools.partial(train_step, optimizer, loss)
+    step = functools.partial(train_step, optimizer, loss, pieces=parallel.num_pieces(pieces))
 
     def checked_step(carry, batch):
         # `good` is the last model whose loss was finite; `current`'s loss is measured now
@@ -367,8 +393,44 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
     body, cut = loss_head(model.spec, loss)
     forward = _infer(body, _head(model.params, cut), _head(model.state, cut))
     out = parallel.map_batches(forward, X, batch_size, split=not engine.whole_batch_inference(body))
+    return scores(model, loss, out, y)
+
+
+# ------------------------------------------------------------------ for fran.distributed
+
+
+def prepare_training(fn: str, model, X, y, *, optimizer, loss, batch_size):
+    """train_nn's checks and conversions, named for `fn`: (the model with the optimizer's state
+    for this epoch, the optimizer, the loss, X, y). fran.distributed.train_nn starts with it."""
+    model = _check_model(fn, model)
+    try:
+        optimizer = get_optimizer(optimizer)
+    except ValueError as exc:
+        raise ValueError(f"{fn}: {exc}") from None
+    loss = _default_loss(fn, model, loss)
+    X = prepare_inputs(fn, model, X)
+    y = prepare_targets(fn, model, loss, y, len(X))
+    _check_batch_size(fn, batch_size, len(X))
+    return attrs.evolve(model, opt_state=_opt_state_for(optimizer, model)), optimizer, loss, X, y
+
+
+def prepare_evaluation(fn: str, model, X, y, *, loss, batch_size):
+    """evaluate_nn's checks and conversions, named for `fn`: (model, loss, X, y, the network the
+    loss sees, its forward function x -> outputs). fran.distributed.evaluate_nn starts with it."""
+    model = _check_model(fn, model)
+    loss = _default_loss(fn, model, loss)
+    X = prepare_inputs(fn, model, X)
+    y = prepare_targets(fn, model, loss, y, len(X))
+    _check_batch_size(fn, batch_size, len(X))
+    body, cut = loss_head(model.spec, loss)
+    forward = _infer(body, _head(model.params, cut), _head(model.state, cut))
+    return model, loss, X, y, body, forward
+
+
+def scores(model: Model, loss: Loss, out: np.ndarray, y: np.ndarray) -> dict:
+    """evaluate_nn's result from the outputs: mean loss, n and, for classifiers, accuracy."""
     value, _ = loss.fn(out, y)
-    result = {"loss": value, "n": len(X)}
+    result = {"loss": value, "n": len(out)}
     if loss.on_logits or isinstance(model.spec.layers[-1], softmax):
         labels = y if y.ndim == 1 else y.argmax(axis=1)
         result["accuracy"] = float((out.argmax(axis=1) == labels).mean())

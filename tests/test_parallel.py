@@ -105,6 +105,7 @@ def test_a_split_step_equals_the_whole_batch_step(n, threads):
 
 def test_batch_mean_really_uses_several_threads(monkeypatch):
     monkeypatch.setenv(par.ENV, "4")
+    monkeypatch.setenv(par.PIECES_ENV, "4")  # four pieces, one a thread
     seen = set()
     together = threading.Barrier(4, timeout=30)  # passes only if the 4 pieces run at once
 
@@ -149,6 +150,7 @@ def test_predict_is_the_same_whatever_the_threads_and_batches(n, batch, threads)
 
 def test_map_batches_keeps_the_order_and_the_memory_bound(monkeypatch):
     monkeypatch.setenv(par.ENV, "3")
+    monkeypatch.setenv(par.PIECES_ENV, "3")
     sizes = []
 
     def fn(x):
@@ -233,3 +235,83 @@ def test_changing_the_thread_count_replaces_the_pool():
         np.testing.assert_array_equal(par.map_batches(lambda a: a + 1, x, 10), x + 1)
         assert par._pool is not first and par._pool._max_workers == 3
     assert first._shutdown
+
+
+# ------------------------------------------------------------------ pieces, not threads (issue 22)
+
+
+def _dropout_cnn(dtype=np.float32):
+    from fran import dropout
+
+    spec = network(
+        [conv2d(k=3, channels=4, activation="relu"), dropout(0.3), flatten(), dense(10), softmax()]
+    )
+    return init_weights(spec, 8, 8, seed=1, dtype=dtype)
+
+
+def _bytes(model) -> bytes:
+    return b"".join(np.asarray(a).tobytes() for a in tree_leaves((model.params, model.opt_state)))
+
+
+@pytest.mark.parametrize("net", [_cnn, _dropout_cnn])
+def test_the_model_is_bitwise_the_same_for_any_thread_count(net, monkeypatch):
+    from fran import train_nn
+
+    x, y = _data(150)
+    models = {}
+    for threads in ("1", "2", "3", "5"):
+        monkeypatch.setenv(par.ENV, threads)
+        models[threads] = train_nn(net(np.float32), x, y, batch_size=64, pieces=4)
+    assert len({_bytes(m) for m in models.values()}) == 1
+
+
+def test_the_piece_count_is_what_changes_the_last_bits(monkeypatch):
+    from fran import train_nn
+
+    x, y = _data(150)
+    monkeypatch.setenv(par.ENV, "2")
+    two = train_nn(_cnn(np.float32), x, y, batch_size=64, pieces=2)
+    four = train_nn(_cnn(np.float32), x, y, batch_size=64, pieces=4)
+    monkeypatch.setenv(par.PIECES_ENV, "4")
+    four_env = train_nn(_cnn(np.float32), x, y, batch_size=64)
+    assert _bytes(two) != _bytes(four) and _bytes(four) == _bytes(four_env)
+    for a, b in zip(tree_leaves(two.params), tree_leaves(four.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_piece_cuts_depend_on_the_batch_and_pieces_only(monkeypatch):
+    monkeypatch.setenv(par.ENV, "7")
+    assert par.piece_cuts(64, 2) == [(0, 32), (32, 64)]
+    assert par.piece_cuts(64, 8) == [(0, 16), (16, 32), (32, 48), (48, 64)]  # MIN_PIECE
+    assert par.piece_cuts(20, 4) == [(0, 20)]
+    assert par.piece_cuts(100, None) == [(0, 50), (50, 100)]  # DEFAULT_PIECES
+    with pytest.raises(ValueError, match="pieces must be a positive integer"):
+        par.piece_cuts(64, 0)
+    monkeypatch.setenv(par.PIECES_ENV, "x")
+    with pytest.raises(ValueError, match="FRAN_PIECES must be a positive integer"):
+        par.num_pieces()
+
+
+def test_combine_adds_the_pieces_in_order_weighted_by_size():
+    results = [(1.0, {"g": np.array([1.0])}, {}), (4.0, {"g": np.array([4.0])}, {})]
+    value, grads, state = par.combine(results, [(0, 10), (10, 40)])
+    assert value == pytest.approx(0.25 * 1 + 0.75 * 4)
+    np.testing.assert_allclose(grads["g"], [0.25 * 1 + 0.75 * 4])
+
+
+def test_each_dropout_piece_draws_from_its_own_key(monkeypatch):
+    """A cut dropout batch: piece p's mask is the one drawn from (seed, 1, step, p) alone."""
+    from fran import engine
+    from fran.train import piece_key
+
+    model = _dropout_cnn(np.float64)
+    x, y = _data(64)
+    body = network(model.spec.layers[:-1])
+    monkeypatch.setenv(par.PIECES_ENV, "2")
+    _, value = train_step(adam(1e-3), cross_entropy, model, (x, y))
+    want = 0.0
+    for p, (a, b) in enumerate(par.piece_cuts(64)):
+        rng = engine.as_rng(piece_key(model, p))
+        out = engine.layer_apply(body, model.params[:-1], x[a:b], model.state[:-1], rng, True)[0]
+        want += (b - a) / 64 * cross_entropy.fn(out, y[a:b])[0]
+    assert value == pytest.approx(want, rel=1e-12)

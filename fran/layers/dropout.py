@@ -47,6 +47,6 @@ def vjp(spec, params, x, *, training, rng):
     return x * mask, pullback
 
 
-# per sample: a sample's output depends on it and its own mask (the key decides which part of
-# the batch's draws is its own, so fran never cuts a random layer's training batch)
+# per sample: a sample's output depends on it and its own mask; a cut batch gives each piece
+# its own key (fran.train.piece_key), so the masks depend on the piece count only
 registry.register("dropout", dropout, vjp=vjp, has_modes=True, needs_rng=True, per_sample=True)

@@ -699,8 +699,9 @@ def lenet5_steps(model, x, labels, optimizer, torch_opt, steps, dtype=np.float64
     [(2, 64, [32, 32]), (4, 64, [16, 16, 16, 16]), (3, 50, [16, 17, 17]), (2, 35, [17, 18])],
 )
 def test_lenet5_threaded_train_step_matches_torch(monkeypatch, threads, n, pieces):
-    """A batch split across threads (equal and unequal pieces) gives torch's whole-batch step."""
+    """A batch split into pieces (equal and unequal) on threads gives torch's whole-batch step."""
     monkeypatch.setenv(fran.parallel.ENV, str(threads))
+    monkeypatch.setenv(fran.parallel.PIECES_ENV, str(threads))  # pieces, not threads, cut it
     seen = []
     run = fran.parallel._run
 
