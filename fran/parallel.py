@@ -4,8 +4,9 @@ NumPy releases the GIL inside its kernels (copies, ufuncs, BLAS), and a layer de
 acts on each sample of a batch separately, so the pieces of a batch can run at once on Python
 threads:
 - training (`batch_mean`): the batch is cut into one piece per thread; each thread computes its
-  piece's mean loss and gradients, and the batch's are their means weighted by piece size (exact,
-  as the losses are means over samples; only the rounding differs from one piece).
+  piece's mean loss and gradients, and the batch's are their means weighted by what each piece's
+  mean is over (its samples, or the loss's count: a sequence loss's positions not ignored), so
+  only the rounding differs from one piece.
 - inference (`map_batches`): each batch of `batch_size` is cut the same way, so at most
   `batch_size` samples are in flight, as without threads.
 While fran's threads run, NumPy's BLAS is held to one thread each (threadpoolctl): a
@@ -115,11 +116,14 @@ def _cuts(n: int, parts: int) -> list[tuple[int, int]]:
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool = True):
+def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool = True, count=None):
     """fn(x, target) -> (mean value, gradient tree, state), computed piecewise on parallel threads.
 
     The batch is cut into at most num_threads() pieces of at least MIN_PIECE samples; the value
-    and gradients are the means of the pieces' weighted by their sizes. Only networks whose
+    and gradients are the means of the pieces' weighted by their counts: count(target piece),
+    the terms fn's mean is over (None: the samples; a sequence loss counts the positions it does
+    not ignore), so they are the whole batch's up to rounding. If some piece counts nothing, the
+    batch is computed in one piece (fn's mean over it would be 0/0). Only networks whose
     layers are all per sample, none random or stateful, are cut (split=True), so the state is the
     first piece's (it is empty); split=False computes the batch whole on this thread (its large products on
     fran's threads: for_pieces), with BLAS held to one thread for any thread count: OpenBLAS's
@@ -133,8 +137,11 @@ def batch_mean(fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool =
     if parts == 1:
         return fn(x, target)
     cuts = _cuts(n, parts)
+    counts = [b - a if count is None else count(target[a:b]) for a, b in cuts]
+    if min(counts) == 0:
+        return fn(x, target)
     results = _run(fn, [(x[a:b], target[a:b]) for a, b in cuts])
-    weights = [(b - a) / n for a, b in cuts]
+    weights = [c / sum(counts) for c in counts]
     value = sum(w * r[0] for w, r in zip(weights, results, strict=True))
 
     def weighted(*leaves):
