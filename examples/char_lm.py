@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import _common
-import attrs
 import numpy as np
 
 import fran
@@ -152,20 +151,15 @@ def optimizer(args, steps_per_epoch: int) -> fran.Optimizer:
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int):
-    """Index batches of a permutation drawn from default_rng([seed, epoch]) (as train_nn)."""
+    """The index batches train_nn draws for `epoch`: a permutation from default_rng([seed,
+    epoch]) cut in order (benchmarks/char_lm_peers.py feeds PyTorch the same)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def evaluate(model: fran.Model, X: np.ndarray, Y: np.ndarray, batch_size: int = 500) -> float:
+def evaluate(model: fran.Model, X: np.ndarray, Y: np.ndarray) -> float:
     """The mean loss over every non-ignored position of (X, Y), in inference mode."""
-    total = count = 0.0
-    for i in range(0, len(X), batch_size):
-        y = Y[i : i + batch_size]
-        m = int((y != IGNORE).sum())
-        total += LOSS.fn(fran.predict(model, X[i : i + batch_size]), y)[0] * m
-        count += m
-    return total / count
+    return fran.evaluate_nn(model, X, Y, loss=LOSS)["loss"]
 
 
 def sample(model: fran.Model, n: int, temperature: float = 1.0, seed: int = 0) -> list[str]:
@@ -185,29 +179,39 @@ def sample(model: fran.Model, n: int, temperature: float = 1.0, seed: int = 0) -
 
 
 def train_epoch(model, data: dict, args) -> tuple:
-    """One epoch of train_step with a progress bar; (model, mean batch loss, seconds)."""
-    X, Y = data["X"].astype(model.dtype), data["Y"]  # ids travel in the model's dtype
-    order = batches(len(X), args.batch_size, args.seed, model.epoch)
-    opt = optimizer(args, len(order))
+    """One epoch of train_nn (integer ids, the shuffle of [seed, epoch]) with a progress bar;
+    (model, mean batch loss, seconds)."""
+    X, Y = data["X"], data["Y"]
+    steps = -(-len(X) // args.batch_size)
     losses: list[float] = []
     bar = _common.tqdm(
-        order,
+        total=steps,
         desc=f"epoch {model.epoch + 1}/{args.epochs}",
         unit="batch",
         leave=False,
         file=sys.stdout,
         disable=True if args.quiet else None,
     )
-    t0 = time.perf_counter()
-    for idx in bar:
-        model, loss = fran.train_step(opt, LOSS, model, (X[idx], Y[idx]))
-        if not math.isfinite(loss):
-            raise FloatingPointError(f"the loss became {loss} at step {model.step}")
+
+    def on_batch(index: int, loss: float) -> None:
         losses.append(loss)
+        bar.update()
         bar.set_postfix_str(f"loss {np.mean(losses[-50:]):.4f}", refresh=False)
+
+    t0 = time.perf_counter()
+    model = fran.train_nn(
+        model,
+        X,
+        Y,
+        optimizer=optimizer(args, steps),
+        batch_size=args.batch_size,
+        loss=LOSS,
+        seed=args.seed,
+        on_batch=on_batch,
+    )
     seconds = time.perf_counter() - t0
     bar.close()
-    return attrs.evolve(model, epoch=model.epoch + 1), float(np.mean(losses)), seconds
+    return model, float(np.mean(losses)), seconds
 
 
 def parse_args(argv) -> argparse.Namespace:

@@ -308,8 +308,10 @@ def _distributed_mean(comm, timeout, X, y, idx, pieces, template, state, model):
     first, stop = share[me]
     nbytes = _piece_nbytes(template)
 
-    def mean(fn, split, keyed):
-        if not split:  # a whole-batch network: every rank computes the whole batch itself
+    def mean(fn, split, keyed, count=None):
+        weights = None if count is None else [count(y[idx[a:b]]) for a, b in cuts]
+        if not split or (weights is not None and 0 in weights):
+            # a whole-batch network (or a piece counting nothing): every rank computes it whole
             return parallel.batch_mean(fn, X[idx], y[idx], split=False)
         if first < stop:
             a, b = cuts[first][0], cuts[stop - 1][1]
@@ -325,7 +327,7 @@ def _distributed_mean(comm, timeout, X, y, idx, pieces, template, state, model):
         results = [
             _unpack(data[i * nbytes : (i + 1) * nbytes], template, state) for i in range(len(cuts))
         ]  # a cut network has no state: the one it came with goes on
-        return parallel.combine(results, cuts)
+        return parallel.combine(results, cuts, weights)
 
     return mean
 

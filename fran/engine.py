@@ -88,13 +88,29 @@ def _check_dtype(fn: str, dtype) -> np.dtype:
     return dtype
 
 
+def takes_ids(spec) -> bool:
+    """Whether spec's input is integer token ids: its spec class declares `takes_ids = True`
+    (fran.layers.embedding does), or it is a network whose first layer takes ids."""
+    if isinstance(spec, network):
+        return takes_ids(spec.layers[0])
+    return getattr(type(spec), "takes_ids", False) is True
+
+
+def input_kinds(spec) -> str:
+    """The dtype kinds a batch for spec may have: floats, and integers if it takes ids."""
+    return "fiu" if takes_ids(spec) else "f"
+
+
 def _check_x(fn: str, spec, x) -> np.ndarray:
-    """x as a batch the spec accepts: an array of floats (N, *sample), or a clear error."""
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.ndim < 2:
+    """x as a batch the spec accepts: an array of floats (or of integer ids, for a spec that
+    takes_ids) of shape (N, *sample), or a clear error."""
+    kinds = input_kinds(spec)
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in kinds or x.ndim < 2:
         got = f"{type(x).__name__}" + (
             f" of dtype {x.dtype} and shape {x.shape}" if isinstance(x, np.ndarray) else ""
         )
-        raise TypeError(f"{fn}: x must be a float array of shape (N, *sample_shape), got {got}")
+        what = "a float or integer (token id)" if kinds != "f" else "a float"
+        raise TypeError(f"{fn}: x must be {what} array of shape (N, *sample_shape), got {got}")
     try:
         output_shape(spec, x.shape[1:])
     except ValueError as exc:

@@ -10,10 +10,14 @@ sequence_cross_entropy(ignore_index) is cross-entropy at every position of logit
 against integer targets (N, T), as torch.nn.functional.cross_entropy(logits.reshape(-1, V),
 targets.reshape(-1), ignore_index=...): the mean over the M positions whose target is not
 ignore_index,  L = -(1/M) sum_valid log p[n,t,target],  dL/dz = valid (p - onehot) / M.
-(train_step weighs a batch cut into pieces by their sizes: with ignored positions the mean is
-exact when the batch is computed whole, as it is for a network holding an attention layer.)
-A Loss of your own must likewise be a mean over the batch's samples: train_step cuts a batch into
-pieces on parallel threads and weights the pieces' values and gradients by their sizes.
+It is declared `per_position=True`, so train_nn and evaluate_nn take its (N, T) targets beside
+inputs (N, T) and evaluate_nn reports the accuracy over the counted positions.
+A Loss is a mean over `count(target)` terms (None: over the samples, len(target)). train_step
+cuts a batch into pieces on parallel threads and weights each piece's value and gradients by
+its count over the batch's: for sequence_cross_entropy the count is the positions not ignored,
+so a cut batch gives the whole batch's mean loss and gradient, up to rounding, however unevenly
+the ignored positions fall. A Loss of your own that is a mean over something else than samples
+gives its count likewise.
 """
 
 from __future__ import annotations
@@ -28,6 +32,14 @@ class Loss(NamedTuple):
     name: str
     fn: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
     on_logits: bool  # True: a network's final softmax is fused into this loss
+    count: Callable[[np.ndarray], int] | None = None  # the terms fn's mean is over; None: len
+    per_position: bool = False  # integer targets (N, T) for outputs (N, T, V)
+    ignore_index: int | None = None  # a target that counts for nothing (per_position only)
+
+
+def count(loss: Loss, target: np.ndarray) -> int:
+    """How many terms `loss.fn`'s mean over `target` is taken over (the weight of a piece)."""
+    return len(target) if loss.count is None else int(loss.count(target))
 
 
 def log_softmax(z: np.ndarray) -> np.ndarray:
@@ -96,8 +108,16 @@ def sequence_cross_entropy(ignore_index: int | None = None) -> Loss:
         grad *= valid[..., None] / np.asarray(M, logits.dtype)
         return float(value), grad.astype(logits.dtype, copy=False)
 
+    def counted(target):  # the positions the mean is over
+        target = np.asarray(target)
+        return (
+            target.size if ignore_index is None else int(np.count_nonzero(target != ignore_index))
+        )
+
     name = "sequence_cross_entropy" + ("" if ignore_index is None else f"({ignore_index})")
-    return Loss(name, fn, on_logits=True)
+    return Loss(
+        name, fn, on_logits=True, count=counted, per_position=True, ignore_index=ignore_index
+    )
 
 
 cross_entropy = Loss("cross_entropy", _cross_entropy, on_logits=True)

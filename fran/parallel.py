@@ -5,9 +5,9 @@ acts on each sample of a batch separately, so the pieces of a batch can run at o
 threads:
 - training (`batch_mean`): the batch is cut into a fixed number of pieces (`piece_cuts`:
   FRAN_PIECES, default 2, never the thread or rank count); the threads compute the pieces' mean
-  losses and gradients, and the batch's are their means weighted by piece size, added in piece
-  order (`combine`: exact, as the losses are means over samples; only the rounding differs from
-  one piece). So any FRAN_NUM_THREADS, and any number of ranks (fran.distributed, which
+  losses and gradients, and the batch's are their means weighted by what each piece's mean is over
+  (its samples, or the loss's count: a sequence loss's positions not ignored), added in piece
+  order (`combine`: exact; only the rounding differs from one piece). So any FRAN_NUM_THREADS, and any number of ranks (fran.distributed, which
   computes some of the pieces on each rank and gathers them), gives bitwise the same model.
   The default of 2 is this 2-core machine's thread count, so its speed and its bits are what
   they were when fran cut a batch into one piece per thread; on more cores set FRAN_PIECES.
@@ -162,14 +162,15 @@ def compute_pieces(fn: Callable, x, target, cuts, first: int = 0, *, keyed: bool
         return _run(fn, args)
 
 
-def combine(results: list, cuts) -> tuple:
+def combine(results: list, cuts, counts=None) -> tuple:
     """(value, gradients, state) of a batch from its pieces' (mean value, mean gradients,
-    state): the means weighted by piece size, added in piece order (so bitwise the same for any
-    threads or ranks that computed the pieces); the state is the first piece's (it is empty)."""
-    n = cuts[-1][1] - cuts[0][0]
+    state): the means weighted by what each is a mean over (counts: the loss's count of each
+    piece, none 0; None: its samples), added in piece order (so bitwise the same for any threads
+    or ranks that computed the pieces). The state is the first piece's (it is empty)."""
     if len(results) == 1:
         return results[0]
-    weights = [(b - a) / n for a, b in cuts]
+    sizes = [b - a for a, b in cuts] if counts is None else counts
+    weights = [n / sum(sizes) for n in sizes]
     value = sum(w * r[0] for w, r in zip(weights, results, strict=True))
 
     def weighted(*leaves):
@@ -183,25 +184,29 @@ def combine(results: list, cuts) -> tuple:
 
 def batch_mean(
     fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool = True, pieces=None,
-    keyed: bool = False,
+    keyed: bool = False, count=None,
 ):  # fmt: skip
     """fn(x, target) -> (mean value, gradient tree, state), computed piecewise on parallel threads.
 
     The batch is cut into piece_cuts(len(x), pieces): a number of pieces that depends on the
     batch size and `pieces` (FRAN_PIECES) only, never on the threads, so the result is bitwise
     the same for any FRAN_NUM_THREADS; the value and gradients are the means of the pieces'
-    weighted by their sizes, added in piece order (combine). keyed=True calls fn(x, target,
+    weighted by what each is a mean over (count(target piece), the loss's count; None: its
+    samples), added in piece order (combine); if some piece counts nothing (its mean would be
+    0/0), the batch is computed whole, as for split=False. keyed=True calls fn(x, target,
     piece) (a network with dropout draws each piece's mask from its own key). Only networks
     whose layers are all per sample, none stateful, are cut (split=True), so the state is the
     first piece's (it is empty); split=False computes the batch whole on this thread (its large
     products on fran's threads: for_pieces), with BLAS held to one thread for any thread count:
     OpenBLAS's own threads change the last bits, and they spin-wait, so that with the other core
     busy an epoch took up to 7x longer than on one thread (benchmarks/README.md)."""
-    if not split:  # BLAS on one thread even for FRAN_NUM_THREADS=1: its threads change the bits
+    cuts = piece_cuts(len(x), pieces)
+    counts = None if count is None else [count(target[a:b]) for a, b in cuts]
+    if not split or (counts is not None and 0 in counts):
+        # BLAS on one thread even for FRAN_NUM_THREADS=1: its threads change the bits
         with whole_batch_region(), _one_blas_thread():
             return fn(x, target)
-    cuts = piece_cuts(len(x), pieces)
-    return combine(compute_pieces(fn, x, target, cuts, keyed=keyed), cuts)
+    return combine(compute_pieces(fn, x, target, cuts, keyed=keyed), cuts, counts)
 
 
 @contextlib.contextmanager

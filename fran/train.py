@@ -45,7 +45,8 @@ def _check_model(fn: str, model) -> Model:
 
 
 def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
-    """X as (N, *model.input_shape) in the model's dtype; (N, m, n) gains its channel axis."""
+    """X as (N, *model.input_shape) in the model's dtype; (N, m, n) gains its channel axis.
+    Integer X for a model that takes token ids (fran.engine.takes_ids) stays integer."""
     X = np.asarray(X)
     if X.dtype.kind not in "fiub":
         raise TypeError(f"{fn}: X must hold numbers, got dtype {X.dtype}")
@@ -66,6 +67,8 @@ def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
                 f"{want} (X shape {X.shape})"
             )
         X = X.reshape((X.shape[0], *want))
+    if X.dtype.kind in "iu" and engine.takes_ids(model.spec):
+        return X  # token ids: the embedding checks their range
     X = X.astype(model.dtype, copy=False)
     if not np.isfinite(X).all():
         bad = int(np.count_nonzero(~np.isfinite(X)))
@@ -87,12 +90,20 @@ def _output_shape(model: Model) -> tuple:
 
 
 def prepare_targets(fn: str, model: Model, loss: Loss, y, n: int) -> np.ndarray:
-    """Validate targets: int labels (N,) or one-hot (N, K) for cross_entropy; outputs' shape for mse."""
+    """Validate targets: int labels (N,) or one-hot (N, K) for cross_entropy; int labels (N, T)
+    for a per-position loss on outputs (T, V); outputs' shape for mse."""
     y = np.asarray(y)
     out = _output_shape(model)
     if y.ndim == 0 or y.shape[0] != n:
         raise ValueError(f"{fn}: y has {y.shape[0] if y.ndim else 0} rows but X has {n} samples")
+    if loss.per_position:
+        return _position_targets(fn, loss, y, out)
     if loss.on_logits:
+        if len(out) != 1:
+            raise ValueError(
+                f"{fn}: {loss.name} expects outputs (K,) per sample, the model's are {out}; "
+                f"for a sequence use fran.sequence_cross_entropy"
+            )
         (k,) = out
         if y.ndim == 1:
             if y.dtype.kind not in "iu":
@@ -113,6 +124,27 @@ def prepare_targets(fn: str, model: Model, loss: Loss, y, n: int) -> np.ndarray:
     if not np.isfinite(y).all():
         raise ValueError(f"{fn}: y contains non-finite values")
     return y
+
+
+def _position_targets(fn: str, loss: Loss, y: np.ndarray, out: tuple) -> np.ndarray:
+    """Integer targets (N, T) for outputs (T, V): each in [0, V) or the loss's ignore_index."""
+    if len(out) != 2 or y.shape[1:] != out[:1]:
+        raise ValueError(
+            f"{fn}: {loss.name} expects outputs (T, V) and targets (N, T); the model's outputs "
+            f"are {out} and y has shape {y.shape}"
+        )
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{fn}: integer targets expected in y, got dtype {y.dtype}")
+    counted = y if loss.ignore_index is None else y[y != loss.ignore_index]
+    if counted.size == 0:
+        raise ValueError(f"{fn}: every target in y is ignore_index={loss.ignore_index}")
+    if counted.min() < 0 or counted.max() >= out[1]:
+        raise ValueError(
+            f"{fn}: targets must lie in [0, {out[1]}) for {out[1]} outputs"
+            + ("" if loss.ignore_index is None else f" or be ignore_index={loss.ignore_index}")
+            + f", got min {counted.min()} max {counted.max()}"
+        )
+    return y.astype(np.intp, copy=False)
 
 
 def _check_batch_size(fn: str, batch_size, n: int) -> None:
@@ -160,19 +192,27 @@ def _check_step(fn, optimizer, loss, model, batch):
         raise TypeError(f"{fn}: batch must be a pair (x, target), got {type(batch).__name__}")
     x, target = batch
     want = model.input_shape
-    if not isinstance(x, np.ndarray) or x.shape[1:] != want or x.dtype.kind != "f" or not len(x):
+    kinds = engine.input_kinds(model.spec)  # floats, or also integers for a model taking ids
+    if (
+        not isinstance(x, np.ndarray)
+        or x.shape[1:] != want
+        or x.dtype.kind not in kinds
+        or not len(x)
+    ):
         got = (
             f"{x.dtype} array of shape {x.shape}" if isinstance(x, np.ndarray) else type(x).__name__
         )
+        what = "float or integer (token id)" if kinds != "f" else "float"
         raise ValueError(
-            f"{fn}: x must be a non-empty float array of shape (B, {', '.join(map(str, want))}), "
+            f"{fn}: x must be a non-empty {what} array of shape (B, {', '.join(map(str, want))}), "
             f"got a {got}"
         )
-    x = x.astype(model.dtype, copy=False)  # computed in the model's dtype, as train_nn does
+    if x.dtype.kind == "f":  # computed in the model's dtype, as train_nn does; ids stay ints
+        x = x.astype(model.dtype, copy=False)
     if not isinstance(target, np.ndarray) or len(target) != len(x):
         got = f"shape {target.shape}" if isinstance(target, np.ndarray) else type(target).__name__
         raise ValueError(f"{fn}: target must be an array with {len(x)} rows like x, got {got}")
-    if loss.on_logits and target.ndim == 1:
+    if loss.on_logits and not loss.per_position and target.ndim == 1:
         k = _output_shape(model)[-1]
         if target.dtype.kind not in "iu" or target.min() < 0 or target.max() >= k:
             raise ValueError(
@@ -192,7 +232,8 @@ def train_step(
             init_weights) starts from optimizer.init.
         loss: a Loss; cross_entropy fuses with a final softmax (trained on the logits).
         model: a Model.
-        batch: (x, target) with x shaped (B, *model.input_shape).
+        batch: (x, target) with x shaped (B, *model.input_shape): floats, or integer token ids
+            for a model whose first layer takes them (embedding), passed on uncast.
         pieces: the pieces the batch is cut into (None: FRAN_PIECES, else 2; fran.parallel).
     Returns:
         The model after the step (params, layer state, optimizer state, step + 1) and the
@@ -205,13 +246,13 @@ def train_step(
 
 def _local_mean(x, target, pieces):
     """batch_mean over this process's threads, as step_with wants it."""
-    return lambda fn, split, keyed: parallel.batch_mean(
-        fn, x, target, split=split, pieces=pieces, keyed=keyed
+    return lambda fn, split, keyed, count=None: parallel.batch_mean(
+        fn, x, target, split=split, pieces=pieces, keyed=keyed, count=count
     )
 
 
 def step_with(optimizer: Optimizer, loss: Loss, model: Model, mean) -> tuple[Model, float]:
-    """train_step's update, the batch's mean loss and gradients from mean(fn, split, keyed)
+    """train_step's update, the batch's mean loss and gradients from mean(fn, split, keyed, count)
     (fran.parallel.batch_mean on this process's rows, or fran.distributed's across ranks)."""
     body, cut = loss_head(model.spec, loss)
     params, state = _head(model.params, cut), _head(model.state, cut)
@@ -228,8 +269,9 @@ def step_with(optimizer: Optimizer, loss: Loss, model: Model, mean) -> tuple[Mod
         return value, grads, new_state
 
     # the batch's mean loss and gradients: in a fixed number of pieces (on parallel threads)
-    # if every layer is declared per sample and none is stateful, else whole
-    value, grads, new_state = mean(loss_and_grads, split, keyed)
+    # if every layer is declared per sample and none is stateful, else whole; the pieces'
+    # means are weighted by what each is a mean over (loss.count: samples, or counted positions)
+    value, grads, new_state = mean(loss_and_grads, split, keyed, loss.count)
     opt_state = optimizer.init(model.params) if model.opt_state is None else model.opt_state
     updates, opt_state = optimizer.update((*grads, *({},) * cut), opt_state, model.params)
     return attrs.evolve(
@@ -301,7 +343,8 @@ def train_nn(
         model: an initialised Model (from init_weights or a previous train_nn).
         X: inputs (N, m, n) or (N, channels, m, n) (or (N, features) for an MLP).
         y: integer labels (N,) or one-hot (N, K) for classifiers; target outputs for mse
-            (for an autoencoder, the images themselves).
+            (for an autoencoder, the images themselves); integer targets (N, T) for a
+            per-position loss such as sequence_cross_entropy (X then integer ids (N, T)).
         optimizer: an Optimizer (sgd, adam, adamw, rmsprop, adadelta, or a chain such as
             chain(clip_by_global_norm(1.0), adam(1e-3))) or one of the names "sgd" (lr 0.01),
             "adam", "adamw", "rmsprop", "adadelta" (their defaults); its state travels inside
@@ -382,7 +425,10 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
         batch_size: samples per forward pass (memory only; results do not depend on it).
         loss: as for train_nn.
     Returns:
-        {"loss": float, "accuracy": float (classifiers only), "n": number of samples}.
+        {"loss": float, "accuracy": float (classifiers only), "n": number of samples}; for a
+        per-position loss (sequence_cross_entropy) the loss is its mean over every counted
+        position of (X, y), the accuracy the fraction of counted positions whose argmax is the
+        target, and "positions" the number of counted positions.
     """
     fn = "evaluate_nn"
     model = _check_model(fn, model)
@@ -431,7 +477,11 @@ def scores(model: Model, loss: Loss, out: np.ndarray, y: np.ndarray) -> dict:
     """evaluate_nn's result from the outputs: mean loss, n and, for classifiers, accuracy."""
     value, _ = loss.fn(out, y)
     result = {"loss": value, "n": len(out)}
-    if loss.on_logits or isinstance(model.spec.layers[-1], softmax):
+    if loss.per_position:
+        counted = np.ones(y.shape, bool) if loss.ignore_index is None else y != loss.ignore_index
+        result["accuracy"] = float((out.argmax(axis=-1) == y)[counted].mean())
+        result["positions"] = int(counted.sum())
+    elif loss.on_logits or isinstance(model.spec.layers[-1], softmax):
         labels = y if y.ndim == 1 else y.argmax(axis=1)
         result["accuracy"] = float((out.argmax(axis=1) == labels).mean())
     return result

@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 
@@ -143,3 +144,31 @@ def test_n_words_takes_a_fixed_subset_in_list_order(char_lm, small_words):
     assert char_lm.load_data(args)["words"] == kept
     with pytest.raises(char_lm._common.UsageError, match="--n-words 301: the list has 300"):
         char_lm.load_data(char_lm.parse_args(["--n-words", "301"]))
+
+
+def test_train_epoch_is_the_train_step_loop_it_replaced(char_lm, tmp_path):
+    """train_epoch (train_nn on integer ids) gives, bitwise, the model and mean loss of the loop
+    of train_step over char_lm.batches on float ids that it replaced (the batches the PyTorch
+    twin of benchmarks/char_lm_peers.py is fed)."""
+    args = char_lm.parse_args([*TINY, "--epochs", "2", "--dropout", "0.1", "--quiet"])
+    data = char_lm.load_data(args)
+    model = by_hand = char_lm.fresh_model(args, data["T"])
+    X, Y = data["X"].astype(model.dtype), data["Y"]
+    for _ in range(2):
+        model, mean, _ = char_lm.train_epoch(model, data, args)
+        order = char_lm.batches(len(X), args.batch_size, args.seed, by_hand.epoch)
+        opt, losses = char_lm.optimizer(args, len(order)), []
+        for idx in order:
+            by_hand, value = fran.train_step(opt, char_lm.LOSS, by_hand, (X[idx], Y[idx]))
+            losses.append(value)
+        by_hand = attrs.evolve(by_hand, epoch=by_hand.epoch + 1)
+        assert mean == float(np.mean(losses))
+    assert model == by_hand and model.step == 18
+    valid = data["Yv"] != char_lm.IGNORE
+    logits = fran.predict(model, data["Xv"]).astype(np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp, np.where(valid, data["Yv"], 0)[..., None], -1)[..., 0]
+    assert char_lm.evaluate(model, data["Xv"], data["Yv"]) == pytest.approx(
+        -picked[valid].mean(), rel=1e-5
+    )

@@ -384,7 +384,7 @@ def test_token_ids_flow_through_init_weights_train_step_and_predict():
         model, value = fran.train_step(fran.adamw(1e-2), loss, model, (x, y))
         first = value if first is None else first
     assert value < first
-    out = fran.predict(model, ids)  # integer ids: predict casts them to the model's dtype
+    out = fran.predict(model, ids)  # integer ids, passed to the embedding uncast
     assert out.shape == (8, T, V) and out.dtype == np.float32
     np.testing.assert_allclose(out, fran.predict(model, x), rtol=0, atol=0)
     with pytest.raises(ValueError, match="token ids must be integers"):

@@ -3,12 +3,17 @@
 y[n, t] = w[x[n, t]]  for ids x (N, T) and w (vocab, dim), so y is (N, T, dim).
 vjp: dw[v] = sum of dy[n, t] over the positions with x[n, t] = v (a scatter-add);  the ids get
 no gradient (dx = 0: the output does not move when an id is nudged less than half a unit).
-Init as torch: w ~ N(0, 1). Ids travel in the model's float dtype (fran casts a batch to it; a
-float32 holds every integer below 2^24 exactly); each must lie within 1e-3 of an integer in
-[0, vocab), or the layer raises naming it. Params: {"w": (vocab, dim)}.
+Init as torch: w ~ N(0, 1). The spec declares `takes_ids = True`, so a network that starts with it
+takes integer batches as they are (fran.engine.takes_ids: apply, vjp, train_step, train_nn,
+predict and evaluate_nn skip the float check and the cast). Float ids are still accepted when
+each lies within 1e-3 of an integer (the finite-difference check nudges them; a float32 holds
+every integer below 2^24 exactly); any id outside [0, vocab), or a float farther from an
+integer, raises naming the layer. Params: {"w": (vocab, dim)}.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import attrs
 import numpy as np
@@ -16,7 +21,7 @@ import numpy as np
 from fran import registry
 from fran.layers._validators import compact_repr, positive_int
 
-ID_TOLERANCE = 1e-3  # ids arrive as floats; farther than this from an integer is not an id
+ID_TOLERANCE = 1e-3  # a float farther than this from an integer is not an id
 
 
 @attrs.frozen
@@ -24,6 +29,7 @@ class embedding:
     """A learned vector per token id: (T,) ids -> (T, dim)."""
 
     __repr__ = compact_repr
+    takes_ids: ClassVar[bool] = True  # its input is integer token ids (fran.engine.takes_ids)
     vocab: int = attrs.field(validator=positive_int)
     dim: int = attrs.field(validator=positive_int)
 
