@@ -109,7 +109,7 @@ def main() -> None:
     if args.pause:
         pause_once(args.pause)
     X, y = dataset()
-    found = fran.load_checkpoint(args.dir)
+    found = fran.load_checkpoint(args.dir) if os.path.isdir(args.dir) else None
     if found is None:
         model, history = fran.init_weights(network(), SIDE, SIDE, seed=args.seed), []
         print("fresh", flush=True)

@@ -125,7 +125,7 @@ def temp_files(directory: Path) -> list[Path]:
 
 def committed_epoch(directory: Path) -> int:
     """The epoch of the checkpoint on disk (0 when none); it must always load."""
-    found = fran.load_checkpoint(directory)
+    found = fran.load_checkpoint(directory) if directory.is_dir() else None
     return 0 if found is None else found[0].epoch
 
 
