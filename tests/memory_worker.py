@@ -18,11 +18,6 @@ from pathlib import Path
 import numpy as np
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-sys.path.insert(0, str(EXAMPLES))
-
-import lenet5_mnist  # noqa: E402
-
-import fran.data  # noqa: E402
 
 
 def synthetic(split: str = "train", n: int | None = None, root=None, download: bool = True):
@@ -41,6 +36,14 @@ def status_kib(field: str) -> int:
 
 
 def main() -> None:
+    # imported here, not at the top: pytest-markdown-docs imports this file to read its docstrings,
+    # and examples/ left on sys.path makes examples/fran_avgpool/ shadow the plugin (a namespace
+    # package found before an editable install's finder)
+    sys.path.insert(0, str(EXAMPLES))
+    import lenet5_mnist
+
+    import fran.data
+
     argv = sys.argv[1:]
     headroom = None
     if argv[:1] == ["--headroom-mib"]:
