@@ -13,7 +13,9 @@ import argparse
 import functools
 import math
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ else:
 import fran
 import fran.io
 import fran.tree
+from fran.layers import _init
 
 DIGITS = tuple(str(d) for d in range(10))
 FASHION = (
@@ -86,6 +89,22 @@ class Example:
 
 class UsageError(RuntimeError):
     """A command-line choice that cannot work; `cli` prints it without a traceback."""
+
+
+class OutOfMemory(RuntimeError):
+    """A MemoryError during the run, said with what survives (the last checkpoint)."""
+
+
+# What `cli` prints as one line, `<script>: error: <first line of the message>` with exit
+# status 1 (argparse's style; argparse's own errors exit with 2). --verbose prints the chained
+# traceback first. Anything else is a bug in fran or the script and keeps its traceback.
+REPORTED = (UsageError, OutOfMemory, MemoryError, fran.CheckpointError, fran.TrainingError, OSError)
+
+# every file a run writes into --out (report() and save_checkpoint)
+OUTPUT_FILES = (
+    "learning_curve.png", "confusion_matrix.png", "misclassified.png", "reconstructions.png",
+    "metrics.json", "model.npz", "model.onnx", fran.io.CHECKPOINT_NAME,
+)  # fmt: skip
 
 
 class ResumeError(UsageError):
@@ -164,10 +183,20 @@ def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Name
         help="cut each batch into this many pieces (default: FRAN_PIECES, else 2); the model "
         "depends on it, not on the threads or ranks",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="on an error, print the whole chained traceback, not just its one-line message",
+    )
     args = p.parse_args(argv)
     for name in ("epochs", "n_train", "batch_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.seed < 0:
+        p.error(f"--seed must be >= 0 (NumPy's seeds are non-negative), got {args.seed}")
+    schemes = ("default", *_init.SCHEMES, *_init.ALIASES)
+    if args.init not in schemes:
+        p.error(f"--init must be one of {', '.join(schemes)}; got {args.init!r}")
     if args.n_test is not None and args.n_test < 1:
         p.error(f"--n-test must be >= 1, got {args.n_test}")
     if args.n_train > N_TRAIN:
@@ -176,6 +205,9 @@ def parse_args(example: Example, argv: list[str] | None = None) -> argparse.Name
         p.error(f"--n-test must be <= {N_TEST} (the test set's size), got {args.n_test}")
     if not (math.isfinite(args.lr) and args.lr > 0):
         p.error(f"--lr must be a finite number > 0, got {args.lr}")
+    problem = out_problem(args.out)
+    if problem:
+        p.error(problem)
     return args
 
 
@@ -202,6 +234,26 @@ def _use_backend(args: argparse.Namespace) -> None:
     _backend.update(train_nn=dist.train_nn, evaluate_nn=dist.evaluate_nn, root=dist.is_root())
 
 
+def out_problem(out: Path) -> str | None:
+    """Why the run could not write its files into `out`, or None: checked before any training,
+    so a run is never lost to an output folder that cannot be written at its end."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is an existing file; give a folder (it is made if missing)"
+    clashes = [name for name in OUTPUT_FILES if (out / name).is_dir()]
+    if clashes:
+        return f"--out {out}: {', '.join(clashes)} in it are folders, where the run writes files"
+    base = out.absolute()
+    while not base.exists():  # the nearest existing folder, in which `out` would be made
+        base = base.parent
+    if not base.is_dir():
+        return f"--out {out}: cannot make the folder, {base} is a file"
+    try:  # the one honest test (permissions, read-only mounts, root's rights): write a file
+        tempfile.TemporaryFile(dir=base).close()
+    except OSError as exc:
+        return f"--out {out}: cannot write in {base} ({exc.strerror or exc})"
+    return None
+
+
 def args_record(args: argparse.Namespace) -> dict:
     """The args as JSON-ready values."""
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
@@ -215,8 +267,8 @@ def load_data(example: Example, args: argparse.Namespace) -> dict:
     try:
         X, labels = example.load("train", args.n_train)
         Xt, labels_t = example.load("test", args.n_test)
-    except FileNotFoundError as exc:  # not fetched yet: the message says what to run
-        raise UsageError(str(exc)) from None
+    except FileNotFoundError as exc:  # not fetched yet: the first line says what to run
+        raise UsageError(str(exc)) from exc
     y, yt = (labels, labels_t) if example.is_classifier else (X, Xt)
     data = {"X": X, "y": y, "Xt": Xt, "yt": yt, "labels_t": labels_t}
     if example.validation_split:
@@ -262,16 +314,16 @@ def check_resumable(example: Example, found: tuple, fresh: fran.Model, args, whe
         problems.append(f"it was trained with --seed {model.seed}, not {args.seed}")
     if saved.get("n_train") != args.n_train:
         problems.append(f"it was trained with --n-train {saved.get('n_train')}, not {args.n_train}")
+    details = ""
     if model.spec.layers != fresh.spec.layers:
-        problems.append(
-            "its network differs from this script's (architecture or --init):\n"
-            f"    checkpoint: {list(model.spec.layers)}\n    this run:   {list(fresh.spec.layers)}"
-        )
+        problems.append("its network differs from this script's (architecture or --init)")
+        details = f"\n    checkpoint: {list(model.spec.layers)}\n    this run:   {list(fresh.spec.layers)}"
     if problems:
         raise ResumeError(
             f"cannot resume from {where}: "
             + "; ".join(problems)
-            + ".\nUse another --out, or drop --resume to start over (which overwrites it)."
+            + ". Use another --out, or drop --resume to start over (which overwrites it)."
+            + details
         )
 
 
@@ -282,7 +334,7 @@ def start(example: Example, args: argparse.Namespace, say) -> tuple[fran.Model, 
         if (args.out / fran.io.CHECKPOINT_NAME).exists():
             say(f"note: starting over; this replaces the checkpoint in {args.out}")
         return fresh, []
-    found = fran.io.load_checkpoint(args.out)
+    found = fran.io.load_checkpoint(args.out) if args.out.exists() else None
     if found is None:
         say(f"--resume: no checkpoint in {args.out}; starting from scratch")
         return fresh, []
@@ -369,6 +421,27 @@ def epoch_line(entry: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
+def memory_record() -> dict:
+    """The process's peak resident memory so far (getrusage) and its resident memory now, in MiB.
+
+    Recorded after every epoch: a flat profile has the same peak after the second epoch as after
+    the last (benchmarks/long_runs.py reads them).
+    """
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return {}
+    # ru_maxrss is in KiB on Linux, in bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    record = {"max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20}
+    try:  # resident pages now (Linux): the second field of /proc/self/statm
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        record["rss_mib"] = pages * resource.getpagesize() / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return record
+
+
 def metadata_for(example: Example, args, history: list[dict]) -> dict:
     return {"example": example.name, "args": args_record(args), "history": history}
 
@@ -381,6 +454,15 @@ def run(example: Example, argv: list[str] | None = None) -> dict:
             "    python3 -m pip install '.[examples]'    (from the fran checkout)"
         )
     args = parse_args(example, argv)
+    try:
+        return _run(example, args)
+    except REPORTED:
+        if args.verbose:  # the whole chain, before cli's one line
+            traceback.print_exc(file=sys.stderr)
+        raise
+
+
+def _run(example: Example, args: argparse.Namespace) -> dict:
     fran.memory.keep_freed_memory()  # freed arrays stay for the next batch (fran/memory.py)
     _use_backend(args)
     root = _backend["root"]  # under --distributed only rank 0 prints and writes
@@ -399,6 +481,7 @@ def run(example: Example, argv: list[str] | None = None) -> dict:
             entry = {"epoch": model.epoch, "train_loss": train_loss} | score(model, data)
             entry |= score_validation(model, data)
             entry["train_seconds"] = seconds
+            entry |= memory_record()
             history.append(entry)
             say(epoch_line(entry, args.epochs))
             if root:
@@ -407,18 +490,43 @@ def run(example: Example, argv: list[str] | None = None) -> dict:
     except KeyboardInterrupt:
         say(f"\ninterrupted; continue later with --resume --out {args.out}")
         raise
+    except MemoryError as exc:
+        raise OutOfMemory(out_of_memory(args, model, f"in epoch {model.epoch + 1}", exc)) from exc
     if not root:
         return {"final": dict(history[-1]) if history else {}}
-    return report(example, model, data, args, history, say)
+    try:
+        return report(example, model, data, args, history, say)
+    except MemoryError as exc:
+        raise OutOfMemory(out_of_memory(args, model, "writing the reports", exc)) from exc
+
+
+def out_of_memory(args, model: fran.Model, where: str, exc: MemoryError) -> str:
+    saved = (
+        f"the checkpoint in {args.out} (epoch {model.epoch}) is intact: continue with --resume"
+        if model.epoch
+        else "no epoch had finished, so there is no checkpoint"
+    )
+    what = f" ({exc})" if str(exc) else ""
+    return f"out of memory {where}{what}; {saved} (a smaller --batch-size needs less memory)"
+
+
+def one_line(exc: BaseException) -> str:
+    """An error's message as one line: its first line, with a pointer to the rest."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        text = f"out of memory: {text}"
+    first, _, rest = text.partition("\n")
+    return first + (" (--verbose for the details)" if rest.strip() else "")
 
 
 def cli(main: Callable[[list[str] | None], dict]) -> None:
-    """Run a script's main(); a usage error (bad --init, refused --resume) is one line."""
+    """Run a script's main(); a failure it can explain (bad --init, missing data, a refused
+    --resume, a full disk, out of memory) is one line, `<script>: error: ...`, exit status 1."""
     try:
         main(None)
-    except UsageError as exc:
-        sys.exit(f"error: {exc}")
-
+    except REPORTED as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import functools
 import json
 import keyword
@@ -1000,19 +1001,20 @@ def load_checkpoint(directory) -> tuple[Model, dict] | None:
     Args:
         directory: the folder given to save_checkpoint; or the checkpoint file itself.
     Returns:
-        (Model, metadata), or None when the folder does not exist or holds no checkpoint.npz.
+        (Model, metadata), or None when the folder exists but holds no checkpoint.npz yet.
     Raises:
         CheckpointError: there is a checkpoint but it cannot be read; the message names the file.
-        FileNotFoundError: `directory` does not exist and ends in ".npz", i.e. looks like a
-            missing checkpoint file rather than a folder with no checkpoint yet.
+        FileNotFoundError: `directory` does not exist (a typo is not "no checkpoint yet").
     """
     given = Path(directory)
     if given.is_file():
         path = given
-    elif not given.exists() and given.suffix == ".npz":
+    elif not given.exists():
         raise FileNotFoundError(
+            errno.ENOENT,
             f"load_checkpoint: directory argument {str(directory)!r} does not exist; expected "
-            f"the folder passed to save_checkpoint (or an existing checkpoint file)"
+            f"the folder passed to save_checkpoint (or an existing checkpoint file)",
+            str(directory),
         )
     else:
         path = given / CHECKPOINT_NAME

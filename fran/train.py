@@ -24,11 +24,17 @@ from fran.tree import freeze
 
 
 class TrainingError(FloatingPointError):
-    """The loss became NaN or inf; `.model` is the last model whose loss was still finite."""
+    """The loss became NaN or inf; `.model` is the last model whose loss was still finite.
 
-    def __init__(self, message: str, model: Model):
+    `.epoch` and `.batch` count from 1, as the example scripts print them ("epoch 1/10"): the
+    epoch being trained (the model's epoch counter + 1) and the batch within it.
+    """
+
+    def __init__(self, message: str, model: Model, epoch: int | None = None, batch=None):
         super().__init__(message)
         self.model = model
+        self.epoch = epoch
+        self.batch = batch
 
 
 def _check_model(fn: str, model) -> Model:
@@ -384,16 +390,20 @@ def train_nn(
         index, good, current = carry
         new, value = step(current, batch)
         if not math.isfinite(value):
+            # counted from 1, as the scripts print them (model.epoch counts finished epochs)
             raise TrainingError(
-                f"train_nn: the loss became {value} at epoch {epoch}, batch {index} "
-                f"(step {current.step}); the last model with a finite loss (step {good.step}) "
-                f"is attached as .model",
+                f"train_nn: the loss became {value} at epoch {epoch + 1}, batch {index + 1} of "
+                f"{n_batches} (step {current.step}); the last model with a finite loss "
+                f"(step {good.step}) is attached as .model",
                 good,
+                epoch=epoch + 1,
+                batch=index + 1,
             )
         if on_batch is not None:
             on_batch(index, value)
         return (index + 1, current, new), value
 
+    n_batches = -(-len(X) // batch_size)
     batches = minibatches(X, y, batch_size, rng)
     (_, _, model), _ = scan(checked_step, (0, model, model), batches)
     return attrs.evolve(model, epoch=epoch + 1)

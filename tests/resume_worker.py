@@ -8,6 +8,10 @@ bytes in the temporary file, or the file complete but not yet renamed) and print
 the test can kill it exactly there.
 
     python tests/resume_worker.py --dir D --epochs E --seed S [--batch B] [--pause half-written]
+                                  [--hold-after-saves K]
+
+`--hold-after-saves K` makes the worker stop after its K-th checkpoint and wait to be killed, so
+a kill aimed by the clock never finds the worker finished, however fast it ran meanwhile.
 
 The batch size defaults to 16, which fran.parallel never splits; the test also runs it with
 --batch 64 under FRAN_NUM_THREADS=2, so every step's batch is cut across two threads.
@@ -105,11 +109,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--batch", type=int, default=BATCH)
     parser.add_argument("--pause", choices=["half-written", "before-replace"])
+    parser.add_argument("--hold-after-saves", type=int, default=None)
     args = parser.parse_args()
     if args.pause:
         pause_once(args.pause)
     X, y = dataset()
-    found = fran.load_checkpoint(args.dir)
+    found = fran.load_checkpoint(args.dir) if os.path.isdir(args.dir) else None
     if found is None:
         model, history = fran.init_weights(network(), SIDE, SIDE, seed=args.seed), []
         print("fresh", flush=True)
@@ -118,6 +123,7 @@ def main() -> None:
         history = meta["history"]
         print("resumed", model.epoch, flush=True)
     optimizer = fran.adam(1e-3)
+    saves = 0
     while model.epoch < args.epochs:
         print("start", model.epoch, flush=True)
         losses: list[float] = []
@@ -129,6 +135,10 @@ def main() -> None:
         print("saving", model.epoch, flush=True)
         fran.save_checkpoint(args.dir, model, metadata={"history": history})
         print("saved", model.epoch, flush=True)
+        saves += 1
+        if saves == args.hold_after_saves:  # wait here to be killed: a bounded progress per kill
+            print("held", flush=True)
+            time.sleep(600)
     print("done", flush=True)
 
 

@@ -18,6 +18,15 @@ import fran_models as fm  # noqa: E402
 
 from fran import conv2d, conv2d_transpose, dense, flatten, maxpooling, network, residual  # noqa: E402
 
+
+@pytest.fixture(autouse=True)
+def _sys_path_as_it_was(monkeypatch):
+    """fran_models.peer_example puts examples/ on sys.path; leave it as it was for later tests:
+    there `import fran_avgpool` would find the plugin's project folder, examples/fran_avgpool/,
+    as an empty namespace package before an editable install's finder sees the real module."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
 # LeNet-5 on 1 x 28 x 28, by hand (MACs per image):
 #   conv 5x5, 1 -> 6, out 24 x 24:   24*24 * 6 * 1*5*5  = 86,400   (first layer: no input grad)
 #   pool -> 6 x 12 x 12; conv 3x3, 6 -> 16, out 10 x 10: 10*10 * 16 * 6*3*3 = 86,400

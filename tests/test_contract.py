@@ -141,13 +141,28 @@ def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads, net):
     monkeypatch.setattr(gemm, "PIECE_MACS", 1)
     one = fran.train_nn(model, X, y, batch_size=64)
     monkeypatch.setenv("FRAN_NUM_THREADS", threads)
-    workers = set()
-    real = fran.parallel.for_pieces
+    workers, real = set(), fran.parallel._executor
 
-    def spy(fn, starts):
-        return real(lambda s: (workers.add(threading.current_thread().name), fn(s))[1], starts)
+    class Together:
+        """The pool, its tasks of one map held at a barrier until all have started: so they
+        run on as many threads as there are tasks, whatever the scheduler (a quick first task
+        would otherwise free its thread for the next one)."""
 
-    monkeypatch.setattr(fran.parallel, "for_pieces", spy)
+        def __init__(self, n):
+            self.pool = real(n)
+
+        def map(self, fn, tasks):
+            tasks = list(tasks)
+            barrier = threading.Barrier(len(tasks), timeout=60)
+
+            def task(t):
+                barrier.wait()  # a BrokenBarrierError here: the tasks did not run at once
+                workers.add(threading.current_thread().name)
+                return fn(t)
+
+            return self.pool.map(task, tasks)
+
+    monkeypatch.setattr(fran.parallel, "_executor", Together)
     many = fran.train_nn(model, X, y, batch_size=64)
     assert len({w for w in workers if w.startswith("fran")}) >= 2  # really on several threads
     assert one == many

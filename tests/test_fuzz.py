@@ -181,8 +181,10 @@ def test_load_with_junk_bytes(data, tmp_path_factory, good_bytes):
     else:
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as z:
-            # zipfile itself cuts a name at NUL (an empty name crashes writestr): no NUL here
-            name = st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=8)
+            # zipfile itself cuts a name at NUL (an empty name crashes writestr) and cannot encode
+            # a lone surrogate (UnicodeEncodeError in writestr, drawn only without derandomize)
+            chars = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
+            name = st.text(chars, min_size=1, max_size=8)
             z.writestr(data.draw(name), data.draw(st.binary()))
         raw = buf.getvalue()
     path = tmp_path_factory.mktemp("fuzz") / "model.npz"

@@ -7,6 +7,7 @@ and nothing in a file may ever be unpickled.
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
 import io
 import json
@@ -598,7 +599,8 @@ def test_missing_plugin_names_the_layer(tmp_path, plugin):
 
 def test_checkpoint_round_trip(tmp_path, model):
     directory = tmp_path / "runs" / "a"
-    assert fran.load_checkpoint(directory) is None
+    with pytest.raises(FileNotFoundError):  # no folder: a typo, not "no checkpoint yet"
+        fran.load_checkpoint(directory)
     path = fran.save_checkpoint(directory, model, metadata={"epoch_loss": [2.3, 2.1]})
     assert path == directory / "checkpoint.npz" and path.exists()
     loaded, meta = fran.load_checkpoint(directory)
@@ -646,7 +648,17 @@ def test_load_checkpoint_of_a_missing_file_names_the_argument(tmp_path):
         FileNotFoundError, match=r"load_checkpoint: directory argument .*checkpoint"
     ):
         fran.load_checkpoint(missing)
+    (tmp_path / "run").mkdir()
     assert fran.load_checkpoint(tmp_path / "run") is None  # a folder with no checkpoint yet
+
+
+def test_load_checkpoint_of_a_missing_folder_raises(tmp_path):
+    # a typo in the folder's name must not read as "no checkpoint yet" (which starts over)
+    with pytest.raises(FileNotFoundError, match=r"load_checkpoint: directory argument") as info:
+        fran.load_checkpoint(tmp_path / "typo_folder")
+    assert info.value.errno == errno.ENOENT
+    assert info.value.filename == str(tmp_path / "typo_folder")
+    assert fran.load_checkpoint(tmp_path) is None  # an existing, empty folder: no checkpoint yet
 
 
 def test_save_error_is_an_os_error():

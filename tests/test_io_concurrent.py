@@ -51,7 +51,7 @@ seen, loads, none = {1: 0, 2: 0}, 0, 0
 deadline = time.monotonic() + 60
 while time.monotonic() < deadline:
     done = os.path.exists(stop)
-    got = fran.load_checkpoint(folder)
+    got = fran.load_checkpoint(folder) if os.path.isdir(folder) else None  # no writer yet
     if got is None:
         none += 1
     else:

@@ -227,6 +227,37 @@ def test_hostile_file_is_refused(tmp_path, good, name):
     expect(path, *fragments)
 
 
+# What the reader read before it refused: every entry is read through _Reader.read (its header
+# checked first, then its data). Archive-level defects stop before any entry; a spec, input shape,
+# dtype or JSON defect stops after the metadata, before any array (the spec's implied size is
+# compared with the file's before a single param is read); a bad array header stops at that array.
+ZIP_LEVEL = {"duplicate entry", "not npy entry"}
+AT_AN_ARRAY = {
+    "float header shape", "header 10**12 elements", "header bigger than data",
+    "int params dtype", "negative header shape", "object params dtype", "structured dtype",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_hostile_file_is_refused_before_reading_past_the_defect(tmp_path, good, name, monkeypatch):
+    reads = []
+    real = fran.io._Reader.read
+    monkeypatch.setattr(
+        fran.io._Reader,
+        "read",
+        lambda self, entry, *a, **k: (reads.append(entry), real(self, entry, *a, **k))[1],
+    )
+    entries, _ = cases(good)[name]
+    with pytest.raises(CheckpointError):
+        fran.load(write_zip(tmp_path / "hostile.npz", entries))
+    if name in ZIP_LEVEL:
+        assert reads == [], reads
+    elif name in AT_AN_ARRAY:
+        assert reads == ["__meta__", "params/0/w"], reads
+    else:
+        assert reads == ["__meta__"], reads
+
+
 def test_metadata_over_the_cap_that_deflates_to_little(tmp_path, good):
     """A __meta__ entry declaring 96 MiB (over META_MAX_BYTES) compressed to about 100 KB."""
     n = META_MAX_BYTES + 32 * 2**20

@@ -36,7 +36,14 @@ def test_every_named_case_is_drawn_often(layer):
     seen: Counter = Counter()
     draws = []
 
-    @settings(max_examples=DRAWS, database=None, suppress_health_check=list(HealthCheck))
+    # derandomized whatever the profile: a share of 200 random draws falls under the bar now and
+    # then (3 of 14 runs under the dev profile); a fixed sequence makes it a fact about the strategies
+    @settings(
+        max_examples=DRAWS,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(structure=structures())
     def draw(structure):
         spec, shape = structure

@@ -178,7 +178,7 @@ def test_exploding_training_raises_with_the_last_good_model():
     with np.errstate(all="ignore"), pytest.raises(TrainingError) as info:
         train_nn(model, X, t, optimizer=sgd(1e20), batch_size=8)
     message = str(info.value)
-    assert "epoch 0" in message and "batch " in message
+    assert "epoch 1" in message and "batch " in message  # counted from 1, as the scripts print
     good = info.value.model
     assert all(np.isfinite(a).all() for a in tree_leaves(good.params))
     with np.errstate(all="ignore"):
@@ -191,7 +191,10 @@ def test_inf_in_params_fails_at_the_first_batch():
     b = np.array(model.params[1]["b"])
     b[0] = np.inf  # an infinite logit: log-softmax gives inf - inf = NaN
     bad = attrs.evolve(model, params=(model.params[0], {**model.params[1], "b": b}, {}))
-    with np.errstate(all="ignore"), pytest.raises(TrainingError, match="epoch 0, batch 0") as info:
+    with (
+        np.errstate(all="ignore"),
+        pytest.raises(TrainingError, match="epoch 1, batch 1 of 3") as info,
+    ):
         train_nn(bad, X, y, batch_size=16)
     assert info.value.model.step == 0
     assert _params_equal(info.value.model.params, bad.params)

@@ -219,19 +219,34 @@ def locate(
     looked = "\n".join(f"  {d}/{name}[.gz]" for d in dirs)
     if not downloads_allowed(download):
         why = "downloads are off (download=False or $FRAN_NO_DOWNLOAD is set)"
+        short = "downloads are off"
     else:
         try:
             return download_from_mirrors(ds, name, cache_dir(ds.name), unreachable=unreachable)
         except FetchError as e:
             why = str(e)
+            short = "no mirror could be downloaded from"
+    # the first line says it all (the example scripts print only it); the places looked and
+    # each mirror's failure follow on the next lines
     raise FileNotFoundError(
-        f"{ds.name} file {name} not found. Looked in:\n{looked}\n{why}\n"
-        f"Run `{fetch_hint(ds.name)}` to fetch it into {cache_dir(ds.name)}, "
-        f"or point $FRAN_DATA at a folder holding it."
+        f"{ds.name} file {name} not found in {len(dirs)} folders and {short}: run "
+        f"`{fetch_hint(ds.name)}` to fetch it into {cache_dir(ds.name)}, or point $FRAN_DATA at "
+        f"a folder holding it.\nLooked in:\n{looked}\n{why}"
     )
 
 
 # --------------------------------------------------------------------------- mirrors
+
+
+_CONNECTION_CAUSES = (  # what urllib3's long messages mean, as one looks for them in the text
+    ("NameResolutionError", "host name not resolved"),
+    ("Name or service not known", "host name not resolved"),
+    ("Temporary failure in name resolution", "host name not resolved"),
+    ("Connection refused", "connection refused"),
+    ("Network is unreachable", "network unreachable"),
+    ("ProxyError", "the proxy refused"),
+    ("SSLError", "TLS handshake failed"),
+)
 
 
 def _no_connection(e: Exception) -> bool:
@@ -241,9 +256,15 @@ def _no_connection(e: Exception) -> bool:
 
 
 def _reason(e: Exception) -> str:
-    """A failed download's cause, in words."""
+    """A failed download's cause, in words (a connection failure in a few, not urllib3's)."""
     import requests
 
+    if _no_connection(e):
+        text = str(e)
+        for needle, said in _CONNECTION_CAUSES:
+            if needle in text:
+                return f"no connection ({said})"
+        return "no connection (timed out)" if isinstance(e, requests.Timeout) else "no connection"
     if isinstance(e, (gzip.BadGzipFile, EOFError, zlib.error)):
         return f"does not decompress: {e}"
     if isinstance(e, requests.exceptions.ChunkedEncodingError):
