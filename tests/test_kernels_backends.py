@@ -44,6 +44,7 @@ def _run(backend, spec, params, x, state, training, dy_seed):
 
 def _same(a, b, what):
     assert a.dtype == b.dtype and a.shape == b.shape, what
+    assert a.strides == b.strides, f"{what}: strides {a.strides} != {b.strides}"
     np.testing.assert_array_equal(np.signbit(a), np.signbit(b), err_msg=what)
     np.testing.assert_array_equal(a, b, err_msg=what)
 
