@@ -22,7 +22,7 @@ from subprocess_python import run_python
 
 import fran
 from fran import engine, kernels, registry
-from fran.kernels import epilogue, pool
+from fran.kernels import batchnorm, epilogue, pool
 from fran.layers import _pool
 from fran.testing import check_layer
 from fran.tree import tree_leaves, tree_map
@@ -44,6 +44,7 @@ def _run(backend, spec, params, x, state, training, dy_seed):
 
 def _same(a, b, what):
     assert a.dtype == b.dtype and a.shape == b.shape, what
+    assert a.strides == b.strides, f"{what}: strides {a.strides} != {b.strides}"
     np.testing.assert_array_equal(np.signbit(a), np.signbit(b), err_msg=what)
     np.testing.assert_array_equal(a, b, err_msg=what)
 
@@ -85,6 +86,7 @@ def test_finite_differences_on_the_numpy_backend(name):
 
 def _bits_equal(a, b):
     assert a.shape == b.shape and a.dtype == b.dtype
+    assert a.strides == b.strides  # the layer after reads them with BLAS: layout is part of it
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
     np.testing.assert_array_equal(np.signbit(a), np.signbit(b))
     np.testing.assert_array_equal(a, b)
@@ -160,13 +162,14 @@ def test_bias_relu_is_bitwise_the_reference(dtype, axis):
     np.testing.assert_array_equal(z > 0, z_ref > 0)
 
 
+@pytest.mark.parametrize("shape", [(4, 3, 5, 6), (2, 3, 1, 1)])  # size-1 axes: strides too
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_relu_grad_is_bitwise_the_reference_in_any_shared_layout(dtype):
+def test_relu_grad_is_bitwise_the_reference_in_any_shared_layout(dtype, shape):
     rng = np.random.default_rng(3)
-    z = rng.standard_normal((4, 3, 5, 6)).astype(dtype)
-    z[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    z = rng.standard_normal(shape).astype(dtype)
+    z.flat[:3] = [0.0, -0.0, np.nan]
     dy = rng.standard_normal(z.shape).astype(dtype)
-    dy[0, 0, 0, 3] = np.nan
+    dy.flat[3] = np.nan
     layouts = [
         lambda a: a,
         lambda a: np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3),
@@ -183,6 +186,38 @@ def test_relu_grad_is_bitwise_the_reference_in_any_shared_layout(dtype):
             epilogue.relu_grad(sliced, dy[:, :, ::2]),
             epilogue.relu_grad_reference(sliced, dy[:, :, ::2]),
         )
+
+
+def _layouts(shape, dtype, rng):
+    """One (N, C, P) array's values in each layout the layer hands the kernels."""
+    x = rng.standard_normal(shape).astype(dtype)
+    N, C, P = shape
+    channels_first = np.ascontiguousarray(x.transpose(1, 0, 2)).transpose(1, 0, 2)
+    wide = np.zeros((N, C, 2 * P), dtype)
+    wide[:, :, ::2] = x  # not one dense block
+    return [x, channels_first, wide[:, :, ::2]]
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 1), (3, 2, 5), (1, 3, 4), (4, 1, 1), (2, 3, 1)])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batchnorm_passes_are_the_reference_in_bits_and_layout(dtype, shape):
+    """y and dx laid out like centred on both backends, whatever dy's layout: the conv before
+    reads dx with BLAS, whose sums follow the layout (dx laid out like dy on one backend and like
+    centred on the other once made a residual's input gradient differ by an ulp)."""
+    rng = np.random.default_rng(sum(shape))
+    a, k1, k2, beta = rng.standard_normal((4, shape[1])).astype(dtype)
+    for centred in _layouts(shape, dtype, rng):
+        y_ref = batchnorm.scale_shift_reference(centred, a, beta)
+        with kernels.using("numba"):
+            y = batchnorm.scale_shift(centred, a, beta)
+        _bits_equal(y, y_ref)
+        assert y.strides == y_ref.strides == np.empty_like(centred).strides
+        for dy in _layouts(shape, dtype, rng):
+            dx_ref = batchnorm.input_grad_reference(dy, centred, a, k1, k2)
+            with kernels.using("numba"):
+                dx = batchnorm.input_grad(dy, centred, a, k1, k2)
+            _bits_equal(dx, dx_ref)
+            assert dx.strides == dx_ref.strides == np.empty_like(centred).strides
 
 
 # ---------------------------------------------------------------- whole training, both backends

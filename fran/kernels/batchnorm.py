@@ -6,6 +6,10 @@ input_grad:   dx = dy a - k1 - (x - mu) k2                (training: k1 = a mean
 The per-channel reductions (means, sums of products) stay NumPy's, in the layer. The references
 are the layer's expressions as written (a pass per operation, with temporaries); the twins make
 one pass, with the same operations in the same order per element, so bitwise the same.
+Both write into np.empty_like(centred): y and dx are laid out like the layer's x (a conv output
+is channels-first), strides included, on either backend. The layout is part of the result: the
+layer before reads dx with BLAS, whose sums run in an order that depends on it (dx laid out like
+dy on one backend and like centred on the other differed by an ulp after a conv's vjp).
 """
 
 from __future__ import annotations
@@ -20,34 +24,38 @@ FLOATS = (np.float32, np.float64)
 def scale_shift(centred: np.ndarray, a: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """y = centred a + beta per channel (axis 1 of the 3-D centred), laid out like centred."""
     if kernels.compiled() and _alike(centred, a, beta):
-        c, axis = _in_memory_order(centred)
-        if c is not None:
-            y = np.empty_like(c)
-            _scale_shift(c, a, beta, y, axis)
-            return y if axis == 1 else y.transpose(1, 0, 2)
+        y = _like(centred, centred, a)
+        v, axis = _in_memory_order(y)
+        if v is not None:
+            _scale_shift(_as(centred, axis), a, beta, v, axis)
+            return y
     return scale_shift_reference(centred, a, beta)
 
 
 def scale_shift_reference(centred, a, beta):
-    y = centred * a[:, None]
+    y = np.multiply(centred, a[:, None], out=_like(centred, centred, a))
     y += beta[:, None]
     return y
 
 
 def input_grad(dy: np.ndarray, centred: np.ndarray, a, k1, k2) -> np.ndarray:
     """dx = dy a - k1 - centred k2 per channel (axis 1 of the 3-D arrays), laid out like centred."""
-    if kernels.compiled() and _alike(dy, a, k1, k2) and centred.dtype == dy.dtype:
-        c, axis = _in_memory_order(centred)
-        if c is not None:  # dy in centred's memory order (one copy if it came in another)
-            d = np.ascontiguousarray(dy if axis == 1 else dy.transpose(1, 0, 2))
-            dx = np.empty_like(d)
-            _input_grad(d, c, a, k1, k2, dx, axis)
-            return dx if axis == 1 else dx.transpose(1, 0, 2)
+    if (
+        kernels.compiled()
+        and _alike(dy, a, k1, k2)
+        and _alike(centred, a)
+        and dy.shape == centred.shape
+    ):
+        dx = _like(centred, dy, a)
+        v, axis = _in_memory_order(dx)
+        if v is not None:  # dy and centred read in dx's memory order, whatever theirs (no copy)
+            _input_grad(_as(dy, axis), _as(centred, axis), a, k1, k2, v, axis)
+            return dx
     return input_grad_reference(dy, centred, a, k1, k2)
 
 
 def input_grad_reference(dy, centred, a, k1, k2):
-    dx = dy * a[:, None]
+    dx = np.multiply(dy, a[:, None], out=_like(centred, dy, a))
     dx -= k1[:, None]
     dx -= centred * k2[:, None]
     return dx
@@ -60,6 +68,16 @@ def _in_memory_order(x):
         return x, 1
     t = x.transpose(1, 0, 2)
     return (t, 0) if t.flags.c_contiguous else (None, None)
+
+
+def _like(centred, *operands):
+    """An empty array laid out like centred, of the dtype NumPy gives the operands' product."""
+    return np.empty_like(centred, dtype=np.result_type(*operands))
+
+
+def _as(x, axis):
+    """x viewed with its axes in the order _in_memory_order gave (any strides: read in place)."""
+    return x if axis == 1 else x.transpose(1, 0, 2)
 
 
 def _alike(x, *per_channel) -> bool:

@@ -4,7 +4,8 @@ column of a dense (N, n_out) one), y = act(z); and relu's gradient dz = dy [z > 
 bias_act returns (z, y) for the layer's vjp, which calls act.vjp(z, y, dy). For relu the twin never
 writes z back: [z > 0] = [y > 0] for y = max(z, 0), so it returns (y, y) and saves a pass.
 The twins compute each element as the references do (p + b rounded to z's dtype, then NumPy's
-maximum: z > 0 or NaN keeps z, else +0.0; dy * 1 or dy * 0), so the results are bitwise equal.
+maximum: z > 0 or NaN keeps z, else +0.0; dy * 1 or dy * 0), so the results are bitwise equal,
+and laid out alike, strides included (relu_grad's dz in np.empty_like(dy) on both backends).
 Other activations (tanh, sigmoid, plugins') add the bias in place and apply the table's f.
 """
 
@@ -46,7 +47,7 @@ def relu_grad(z: np.ndarray, dy: np.ndarray) -> np.ndarray:
 
 
 def relu_grad_reference(z, dy):
-    return dy * (z > 0)
+    return np.multiply(dy, z > 0, out=np.empty_like(dy))  # dy's layout, strides too, as the twin's
 
 
 def _fits(p, b) -> bool:
