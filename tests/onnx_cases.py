@@ -15,6 +15,10 @@ from fran.tree import freeze, tree_items, tree_map
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+# where the folder examples/fran_avgpool would shadow the plugin's editable install as an empty
+# namespace package (its ONNX mapping then fails to load on the first op without a loader): the
+# plugin's own folder goes first
+sys.path.insert(0, str(ROOT / "examples" / "fran_avgpool"))
 
 import cnn_fmnist  # noqa: E402, I001  (examples/ is on the path only now)
 import conv_autoencoder  # noqa: E402
@@ -41,7 +45,15 @@ BUILT_INS = [
     "batchnorm",
     "residual",
     "network",
+    "layernorm",
+    "position_embedding",
+    "embedding",
+    "attention",
+    "rnn",
+    "lstm",
 ]
+# residual draws transformer blocks too (layernorm, causal attention, dense on (T, C) with gelu
+# or gelu_tanh), and dense and activation every activation fran has: every built-in is drawn
 
 
 def with_stats(model: fran.Model, seed: int = 0) -> fran.Model:
@@ -75,7 +87,8 @@ def images(n: int, dtype=np.float32, seed: int = 0) -> np.ndarray:
 @st.composite
 def random_models(draw, kinds=tuple(BUILT_INS), dtype=np.float64):
     """(Model, x): one drawn layer of any built-in kind (a network of it), or a drawn network
-    (conv -> pool -> flatten -> dense -> softmax, conv -> conv_transpose), in `dtype`."""
+    (conv -> pool -> flatten -> dense -> softmax, conv -> conv_transpose, transformer blocks),
+    in `dtype`; embedding's x are integer token ids in the model's dtype, as predict takes them."""
     name = draw(st.sampled_from(kinds))
     case = draw(strategies.cases(name))
     spec = case.spec if isinstance(case.spec, engine.network) else engine.network([case.spec])
