@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import attrs
 import numpy as np
 from hypothesis import strategies as st
 
@@ -96,3 +97,24 @@ def random_models(draw, kinds=tuple(BUILT_INS), dtype=np.float64):
     params = freeze(tree_map(lambda a: np.asarray(a, dtype), params))
     model = fran.Model(spec=spec, params=params, input_shape=case.shape, dtype=dtype)
     return with_stats(model, draw(strategies.seeds)), case.x.astype(dtype)
+
+
+def _eps32(spec):
+    if isinstance(spec, (fran.batchnorm, fran.layernorm)):
+        return attrs.evolve(spec, eps=float(np.float32(spec.eps)))
+    if isinstance(spec, fran.residual):
+        g = None if spec.shortcut is None else [_eps32(s) for s in spec.shortcut]
+        return fran.residual([_eps32(s) for s in spec.layers], shortcut=g)
+    if isinstance(spec, engine.network):
+        return engine.network([_eps32(s) for s in spec.layers], spec.epoch, spec.step)
+    return spec
+
+
+def eps_as_written(model: fran.Model) -> fran.Model:
+    """model with every batchnorm's and layernorm's eps rounded to float32, as ONNX's epsilon
+    attribute keeps it: what a float64 file computes, to compare with at 1e-12 (a layernorm over
+    features of small variance magnifies eps's float32 rounding, 2.5e-13 for 1e-5, past 1e-12)."""
+    return fran.Model(
+        spec=_eps32(model.spec), params=model.params, input_shape=model.input_shape,
+        dtype=model.dtype, state=model.state, seed=model.seed,
+    )  # fmt: skip
