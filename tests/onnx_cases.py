@@ -21,7 +21,8 @@ sys.path.insert(0, str(ROOT / "examples"))
 # plugin's own folder goes first
 sys.path.insert(0, str(ROOT / "examples" / "fran_avgpool"))
 
-import cnn_fmnist  # noqa: E402, I001  (examples/ is on the path only now)
+import char_lm  # noqa: E402, I001  (examples/ is on the path only now)
+import cnn_fmnist  # noqa: E402
 import conv_autoencoder  # noqa: E402
 import keras_mnist  # noqa: E402
 import lenet5_mnist  # noqa: E402
@@ -118,3 +119,25 @@ def eps_as_written(model: fran.Model) -> fran.Model:
         spec=_eps32(model.spec), params=model.params, input_shape=model.input_shape,
         dtype=model.dtype, state=model.state, seed=model.seed,
     )  # fmt: skip
+
+
+def char_lm_model(kind: str = "transformer", dtype=np.float32, T: int = 16) -> fran.Model:
+    """examples/char_lm.py's model as the example builds it (its default arguments: 4 blocks of
+    width 64 and 4 heads; the recurrent variants embedding -> rnn/lstm(64) -> dense), for words
+    of T tokens, with weights moved off their init (layernorm's ones and zeros, the zero biases)."""
+    args = char_lm.parse_args(["--model", kind])
+    model = fran.init_weights(
+        char_lm.build(args), 1, T, scheme="torch", seed=args.seed, dtype=dtype
+    )
+    rng = np.random.default_rng(1)
+    params = tree_map(
+        lambda a: (a + 0.1 * rng.standard_normal(a.shape)).astype(dtype), model.params
+    )
+    return fran.Model(
+        spec=model.spec, params=freeze(params), input_shape=model.input_shape, dtype=dtype
+    )
+
+
+def token_ids(n: int, T: int = 16, dtype=np.float32, seed: int = 0) -> np.ndarray:
+    """A batch of words as char_lm's predict takes them: ids in [0, 27) in the model's dtype."""
+    return np.random.default_rng(seed).integers(0, len(char_lm.VOCAB), (n, T)).astype(dtype)

@@ -1,9 +1,10 @@
 """fran.onnx against ONNX Runtime and PyTorch.
 
 - ONNX Runtime runs fran's exported files as fran's predict computes: within 1e-5 in float32 on
-  the six example networks and on random networks of every built-in layer kind; within 1e-12 in
-  float64 where the runtime has float64 kernels (its CPU provider has none for Conv and
-  ConvTranspose: those run in float64 in tests/test_onnx.py through onnx's reference evaluator).
+  the six example networks, examples/char_lm.py's GPT (and rnn, lstm variants) and on random
+  networks of every built-in layer kind; within 1e-12 in float64 where the runtime has float64
+  kernels (its CPU provider has none for Conv, ConvTranspose, Erf (gelu), RNN and LSTM: those
+  run in float64 in tests/test_onnx.py through onnx's reference evaluator).
 - PyTorch's twins of the peer networks (benchmarks/peers.py) and of the benchmark's networks
   (benchmarks/torch_models.py: LeNet-5, the CNN, the autoencoder with its ConvTranspose2d), with
   random batch-norm statistics, exported by torch.onnx.export (the TorchScript exporter, with and
@@ -43,7 +44,15 @@ sys.path.insert(0, str(ROOT / "examples" / "fran_avgpool"))
 
 import peers  # noqa: E402, I001  (benchmarks/ is on the path only now)
 import torch_models  # noqa: E402
-from onnx_cases import EXAMPLES, eps_as_written, example_model, images, random_models  # noqa: E402
+from onnx_cases import (  # noqa: E402
+    EXAMPLES,
+    char_lm_model,
+    eps_as_written,
+    example_model,
+    images,
+    random_models,
+    token_ids,
+)
 
 torch.set_num_threads(1)
 SOME = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -75,6 +84,20 @@ def test_examples_in_onnx_runtime(name, tmp_path):
     for n in (1, 9):  # the batch axis is dynamic
         x = images(n)
         close(run(path, x), fran.predict(model, x), 1e-5)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "rnn", "lstm"])
+def test_char_lm_in_onnx_runtime(kind, tmp_path):
+    """examples/char_lm.py's small GPT and its recurrent variants, built as the example builds
+    them: ONNX Runtime predicts the next-character logits as fran does, in float32 (and the
+    transformer in float64: its ops all have float64 kernels there)."""
+    for dtype in (np.float32, np.float64) if kind == "transformer" else (np.float32,):
+        model = char_lm_model(kind, dtype)
+        path = fran.onnx.export(model, tmp_path / "lm.onnx")
+        for n in (1, 5):  # the batch axis is dynamic
+            x = token_ids(n, dtype=dtype)
+            want = fran.predict(eps_as_written(model) if dtype == np.float64 else model, x)
+            close(run(path, x), want, 1e-5 if dtype == np.float32 else 1e-12)
 
 
 @SOME
