@@ -12,6 +12,15 @@ dropout(rate)               Dropout(x, ratio) (inference: x)   Dropout, training
 activation(name)            Relu | Tanh | Sigmoid | Identity   the same ops on their own
 residual(f, g)              f's nodes, g's, Add(f(x), g(x))    a fork joined by an Add (_load.py)
 network(layers)             its layers' nodes in turn          (flattened into the outer network)
+activation gelu, gelu_tanh  Mul Erf Add Div Mul | Pow Tanh ...  only in fran's own files
+dense on (T, C)             MatMul(x, w), Add(b) [+ act]       only in fran's own files
+layernorm(eps)              LayerNormalization(axis -1, eps)   only in fran's own files
+position_embedding          Add(x, p)                          only in fran's own files
+embedding(vocab, dim)       Round, Cast int64, Gather(w, ids)  only in fran's own files
+attention(h, causal)        MatMul/Split/Reshape/Transpose,    only in fran's own files
+                            Mul scale, [Where mask], Softmax
+rnn(H), lstm(H)             Transpose, RNN | LSTM, Squeeze,    only in fran's own files
+                            Transpose (LSTM gates i, o, f, c)
 Identity nodes are read as nothing. ONNX's batch norm momentum weighs the old running value
 (running = m_onnx running + (1 - m_onnx) batch), fran's the new one: m_onnx = 1 - m.
 """
