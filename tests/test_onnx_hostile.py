@@ -5,7 +5,8 @@ elements over a few bytes, data that is not what its dims declare, external data
 file's folder (a "../" path, an absolute one, a link leading out) or past its file's end, cycles,
 10,001 nodes, residual blocks nested 70 deep, subgraphs, functions, foreign opsets and dtypes,
 fran metadata that is too deep or implies more params than the file holds, and files over
-MAX_FILE_BYTES (refused before a byte is read). Then a hypothesis fuzz mutates a valid file at the
+MAX_FILE_BYTES (refused before a byte is read). Then a hypothesis fuzz mutates a valid file (a CNN,
+or a network of every sequence layer, whose ops fran reads only in its own files) at the
 byte and the graph level: load either returns a model that predicts, or raises OnnxError.
 """
 
@@ -262,6 +263,26 @@ def test_metadata_naming_an_unknown_layer_is_refused(tmp_path):
 # ---------------------------------------------------------------- fuzz
 
 VALID = proto_of().SerializeToString()
+
+
+def sequence_model(dtype=np.float32):
+    """Every sequence layer in one small network (their ops load only from fran's own files)."""
+    net = network(
+        [
+            fran.embedding(5, 4),
+            fran.position_embedding(),
+            residual([fran.layernorm(), fran.attention(2, causal=True)]),
+            residual([fran.layernorm(), dense(8, activation="gelu"), dense(4)]),
+            fran.lstm(3),
+            fran.rnn(3),
+            dense(5, activation="gelu_tanh"),
+        ]
+    )
+    params = fran.engine.init(net, (3,), np.random.default_rng(0), dtype=dtype)
+    return fran.Model(spec=net, params=params, input_shape=(3,), dtype=dtype)
+
+
+VALID_SEQUENCE = proto_of(sequence_model()).SerializeToString()
 OPS = [
     "Relu",
     "Conv",
@@ -273,6 +294,13 @@ OPS = [
     "Flatten",
     "Mul",
     "BatchNormalization",
+    "LayerNormalization",
+    "Gather",
+    "LSTM",
+    "RNN",
+    "Erf",
+    "Transpose",
+    "Where",
 ]
 
 
@@ -295,7 +323,7 @@ def test_fuzz_bytes(tmp_path_factory, edits, cut):
 @FUZZ
 @given(st.data())
 def test_fuzz_graph(tmp_path_factory, data):
-    proto = onnx.ModelProto.FromString(VALID)
+    proto = onnx.ModelProto.FromString(data.draw(st.sampled_from([VALID, VALID_SEQUENCE])))
     g = proto.graph
     for _ in range(data.draw(st.integers(1, 3))):
         what = data.draw(st.sampled_from(["op", "input", "attr", "dims", "drop", "swap", "meta"]))
@@ -340,3 +368,9 @@ def loaded_or_refused(path):
         return
     y = fran.predict(model, np.zeros((2, *model.input_shape), model.dtype))
     assert y.shape[0] == 2
+
+
+def test_the_sequence_fuzz_seed_loads_back(tmp_path):
+    assert fran.onnx.load(save(tmp_path, onnx.ModelProto.FromString(VALID_SEQUENCE))) == (
+        sequence_model()
+    )

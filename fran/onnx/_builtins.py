@@ -12,25 +12,43 @@ dropout(rate)               Dropout(x, ratio) (inference: x)   Dropout, training
 activation(name)            Relu | Tanh | Sigmoid | Identity   the same ops on their own
 residual(f, g)              f's nodes, g's, Add(f(x), g(x))    a fork joined by an Add (_load.py)
 network(layers)             its layers' nodes in turn          (flattened into the outer network)
+activation gelu, gelu_tanh  Mul Erf Add Div Mul | Pow Tanh ...  only in fran's own files
+dense on (T, C)             MatMul(x, w), Add(b) [+ act]       only in fran's own files
+layernorm(eps)              LayerNormalization(axis -1, eps)   only in fran's own files
+position_embedding          Add(x, p)                          only in fran's own files
+embedding(vocab, dim)       Round, Cast int64, Gather(w, ids)  only in fran's own files
+attention(h, causal)        MatMul/Split/Reshape/Transpose,    only in fran's own files
+                            Mul scale, [Where mask], Softmax
+rnn(H), lstm(H)             Transpose, RNN | LSTM, Squeeze,    only in fran's own files
+                            Transpose (LSTM gates i, o, f, c)
 Identity nodes are read as nothing. ONNX's batch norm momentum weighs the old running value
 (running = m_onnx running + (1 - m_onnx) batch), fran's the new one: m_onnx = 1 - m.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from onnx import TensorProto
 
 from fran.engine import network
 from fran.layers import (
     activation,
+    attention,
     batchnorm,
     conv2d,
     conv2d_transpose,
     dense,
     dropout,
+    embedding,
     flatten,
+    layernorm,
+    lstm,
     maxpooling,
+    position_embedding,
     residual,
+    rnn,
     softmax,
 )
 from fran.onnx._errors import OnnxError
@@ -40,14 +58,37 @@ ACT_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
 OP_ACTS = {op: name for name, op in ACT_OPS.items()}
 
 
+def _gelu(ctx, z: str) -> str:
+    """z (1 + erf(z / sqrt 2)) / 2, in fran's order of operations (opset 17 has no Gelu)."""
+    e = ctx.node("Erf", [ctx.node("Mul", [z, ctx.constant(0.5**0.5, "gelu_c")])])
+    half = ctx.node(
+        "Div", [ctx.node("Add", [e, ctx.constant(1.0, "one")]), ctx.constant(2.0, "two")]
+    )
+    return ctx.node("Mul", [z, half])
+
+
+def _gelu_tanh(ctx, z: str) -> str:
+    """z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) / 2, in fran's order of operations."""
+    cube = ctx.node("Pow", [z, ctx.constant(3.0, "three")])
+    u = ctx.node("Add", [z, ctx.node("Mul", [ctx.constant(0.044715, "gelu_c"), cube])])
+    t = ctx.node("Tanh", [ctx.node("Mul", [ctx.constant((2 / math.pi) ** 0.5, "gelu_k"), u])])
+    one_t = ctx.node("Mul", [z, ctx.node("Add", [ctx.constant(1.0, "one"), t])])
+    return ctx.node("Div", [one_t, ctx.constant(2.0, "two")])
+
+
+COMPOSED = {"gelu": _gelu, "gelu_tanh": _gelu_tanh}  # activations written as several nodes
+
+
 def _act(ctx, name: str, z: str) -> str:
     if name == "identity":
         return z
+    if name in COMPOSED:
+        return COMPOSED[name](ctx, z)
     op = ACT_OPS.get(name)
     if op is None:
         raise OnnxError(
             f"fran.onnx.export: layer {ctx.where} ({ctx.spec!r}): activation {name!r} has no ONNX "
-            f"form (ONNX forms exist for identity, {', '.join(ACT_OPS)})"
+            f"form (ONNX forms exist for identity, {', '.join([*ACT_OPS, *COMPOSED])})"
         )
     return ctx.node(op, [z])
 
@@ -193,7 +234,10 @@ def load_conv2d_transpose(node, ctx):
 
 
 def export_dense(spec, ctx) -> str:
-    z = ctx.node("Gemm", [ctx.x, ctx.param("w"), ctx.param("b")])
+    if len(ctx.shape) == 1:
+        z = ctx.node("Gemm", [ctx.x, ctx.param("w"), ctx.param("b")])
+    else:  # (N, T, C): Gemm takes matrices only; MatMul broadcasts over the positions
+        z = ctx.node("Add", [ctx.node("MatMul", [ctx.x, ctx.param("w")]), ctx.param("b")])
     return _act(ctx, spec.activation, z)
 
 
@@ -362,6 +406,97 @@ def load_identity(node, ctx):
     return None, {}, {}, node.output[0]  # no layer: the walk goes on from its output
 
 
+# ---------------------------------------------------------------- sequences: (T, C) samples
+# Written by fran and read back from fran's own files (the metadata's model, checked against the
+# graph); the matcher does not read them in foreign files: those name the node and op it lacks.
+
+
+def export_layernorm(spec, ctx) -> str:
+    return ctx.node(
+        "LayerNormalization",
+        [ctx.x, ctx.param("w"), ctx.param("b")],
+        axis=-1,
+        epsilon=float(spec.eps),
+    )
+
+
+def export_position_embedding(spec, ctx) -> str:
+    return ctx.node("Add", [ctx.x, ctx.param("p")])
+
+
+def export_embedding(spec, ctx) -> str:
+    # ids arrive in the model's float dtype: rounded as fran's token_ids does, then int64 rows
+    ids = ctx.node("Cast", [ctx.node("Round", [ctx.x])], to=TensorProto.INT64)
+    return ctx.node("Gather", [ctx.param("w"), ids], axis=0)
+
+
+def _matmul_t(ctx, x: str, w: str, b: str) -> str:
+    """x @ w^T + b for a torch-layout (out, in) weight, on (N, T, in) tensors."""
+    return ctx.node("Add", [ctx.node("MatMul", [x, ctx.node("Transpose", [w], perm=[1, 0])]), b])
+
+
+def export_attention(spec, ctx) -> str:
+    # dropout is the identity at inference: the graph is attention's inference form
+    T, C = ctx.shape
+    h = spec.heads
+    d = C // h
+    qkv = _matmul_t(ctx, ctx.x, ctx.param("w_in"), ctx.param("b_in"))
+    split = ctx.constant([C, C, C], "split", np.int64)
+    q, k, v = ctx.node("Split", [qkv, split], outputs=3, axis=-1)
+    heads = ctx.constant([0, T, h, d], "heads", np.int64)  # 0: the batch axis as it comes
+    q, k, v = (ctx.node("Reshape", [z, heads]) for z in (q, k, v))
+    q = ctx.node("Transpose", [q], perm=[0, 2, 1, 3])  # (N, h, T, d)
+    kt = ctx.node("Transpose", [k], perm=[0, 2, 3, 1])  # (N, h, d, T)
+    v = ctx.node("Transpose", [v], perm=[0, 2, 1, 3])
+    s = ctx.node("Mul", [ctx.node("MatMul", [q, kt]), ctx.constant(d**-0.5, "scale")])
+    if spec.causal:
+        mask = ctx.constant(np.tril(np.ones((T, T), dtype=bool)), "causal", np.bool_)
+        s = ctx.node("Where", [mask, s, ctx.constant(-np.inf, "minus_inf")])
+    a = ctx.node("Softmax", [s], axis=-1)
+    o = ctx.node("Transpose", [ctx.node("MatMul", [a, v])], perm=[0, 2, 1, 3])  # (N, T, h, d)
+    o = ctx.node("Reshape", [o, ctx.constant([0, T, C], "join", np.int64)])
+    return _matmul_t(ctx, o, ctx.param("w_out"), ctx.param("b_out"))
+
+
+def _recurrence(spec, ctx, op: str, order) -> str:
+    """ONNX's RNN/LSTM op (one layer, forward, h_0 = 0) in its time-major layout: x (N, T, C)
+    is transposed to (T, N, C), the weights' gate blocks taken in ONNX's order `order` (torch's
+    blocks by index) and given a direction axis; Y (T, 1, N, H) comes back as (N, T, H)."""
+    H = spec.hidden
+    axis0 = ctx.constant([0], "axis0", np.int64)
+
+    def onnx_rows(w: str) -> str:
+        if order is not None:  # torch's gate blocks i, f, g, o -> ONNX's i, o, f, c
+            w = ctx.node("Gather", [w, ctx.constant(rows_of(order, H), "gates", np.int64)], axis=0)
+        return ctx.node("Unsqueeze", [w, axis0])
+
+    W, R = onnx_rows(ctx.param("w_ih")), onnx_rows(ctx.param("w_hh"))
+    b = ctx.node("Concat", [ctx.param("b_ih"), ctx.param("b_hh")], axis=0)
+    if order is not None:
+        both = np.concatenate([rows_of(order, H), 4 * H + rows_of(order, H)])
+        b = ctx.node("Gather", [b, ctx.constant(both, "bias_gates", np.int64)], axis=0)
+    B = ctx.node("Unsqueeze", [b, axis0])
+    x = ctx.node("Transpose", [ctx.x], perm=[1, 0, 2])
+    y = ctx.node(op, [x, W, R, B], hidden_size=H)  # Y only: every step's h
+    y = ctx.node("Squeeze", [y, ctx.constant([1], "axis1", np.int64)])  # the direction axis
+    return ctx.node("Transpose", [y], perm=[1, 0, 2])
+
+
+def rows_of(order, H: int) -> np.ndarray:
+    return np.concatenate([np.arange(g * H, (g + 1) * H) for g in order])
+
+
+def export_rnn(spec, ctx) -> str:
+    return _recurrence(spec, ctx, "RNN", None)  # activations default to Tanh
+
+
+LSTM_GATES = (0, 3, 1, 2)  # ONNX's i, o, f, c as torch's (and fran's) blocks i, f, g, o
+
+
+def export_lstm(spec, ctx) -> str:
+    return _recurrence(spec, ctx, "LSTM", LSTM_GATES)
+
+
 # ---------------------------------------------------------------- blocks
 
 
@@ -404,6 +539,19 @@ register(dropout, export=export_dropout, load=load_dropout, ops=("Dropout",))
 register(activation, export=export_activation, load=load_activation, ops=tuple(OP_ACTS))
 register(residual, export=export_residual)
 register(network, export=export_network)
+register(layernorm, export=export_layernorm)
+register(position_embedding, export=export_position_embedding)
+register(embedding, export=export_embedding)
+register(attention, export=export_attention)
+register(rnn, export=export_rnn)
+register(lstm, export=export_lstm)
+
+# the ops only fran's sequence layers write: read back from fran's own files (their metadata's
+# model, re-exported and compared node for node), never matched in a foreign file
+WRITTEN_ONLY = {
+    "Cast", "Concat", "Div", "Erf", "Gather", "LSTM", "LayerNormalization", "Mul", "Pow", "RNN",
+    "Round", "Split", "Squeeze", "Transpose", "Unsqueeze", "Where",
+}  # fmt: skip
 
 
 # more patterns read as the same layers: MatMul (+ Add) as other exporters write dense, a Reshape

@@ -35,7 +35,7 @@ from onnx import TensorProto, helper
 
 from fran import engine, io, registry
 from fran.model import Model
-from fran.onnx import _export
+from fran.onnx import _builtins, _export
 from fran.onnx._errors import OnnxError
 from fran.onnx._plugins import LoadContext, known_ops, loaders_for
 from fran.tree import freeze, tree_items, tree_leaves, tree_map
@@ -97,6 +97,11 @@ class _Reader:
                 raise self.fail(f"the file has {what}, which fran does not read")
         if len(g.node) > MAX_NODES:
             raise self.fail(f"{len(g.node):,} nodes, more than MAX_NODES = {MAX_NODES:,}")
+        # fran's own files may hold the ops its sequence layers write: fran_model reads those
+        # files from their metadata (and checks the graph); the walk never matches such a node
+        fran_file = any(
+            m.key == "fran.format" and m.value == _export.FORMAT for m in p.metadata_props
+        )
         for node in g.node:
             for a in node.attribute:
                 if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) or a.g.node:
@@ -105,6 +110,8 @@ class _Reader:
                         f"fran reads no control flow"
                     )
             key = (_domain(node), node.op_type)
+            if fran_file and not key[0] and key[1] in _builtins.WRITTEN_ONLY:
+                continue
             if key not in STRUCTURAL and not loaders_for(*key):
                 raise self.fail(
                     f"node {node.name!r}: op {node.op_type!r}"
@@ -341,6 +348,11 @@ class _Reader:
             found = mapping.load(node, ctx)
             if found is not None:
                 return found
+        if not _domain(node) and node.op_type in _builtins.WRITTEN_ONLY:
+            raise self.fail(
+                f"node {node.name!r} ({node.op_type}): fran reads this op only in the files it "
+                f"writes itself, unedited (its sequence layers' forms)"
+            )
         raise self.fail(f"node {node.name!r} ({node.op_type}): no fran layer reads it here")
 
     def chain(self, t: str, end: str, shape: tuple, depth: int, allowed: set | None = None):

@@ -1,9 +1,10 @@
 """fran.onnx against ONNX Runtime and PyTorch.
 
 - ONNX Runtime runs fran's exported files as fran's predict computes: within 1e-5 in float32 on
-  the six example networks and on random networks of every built-in layer kind; within 1e-12 in
-  float64 where the runtime has float64 kernels (its CPU provider has none for Conv and
-  ConvTranspose: those run in float64 in tests/test_onnx.py through onnx's reference evaluator).
+  the six example networks, examples/char_lm.py's GPT (and rnn, lstm variants) and on random
+  networks of every built-in layer kind; within 1e-12 in float64 where the runtime has float64
+  kernels (its CPU provider has none for Conv, ConvTranspose, Erf (gelu), RNN and LSTM: those
+  run in float64 in tests/test_onnx.py through onnx's reference evaluator).
 - PyTorch's twins of the peer networks (benchmarks/peers.py) and of the benchmark's networks
   (benchmarks/torch_models.py: LeNet-5, the CNN, the autoencoder with its ConvTranspose2d), with
   random batch-norm statistics, exported by torch.onnx.export (the TorchScript exporter, with and
@@ -43,7 +44,15 @@ sys.path.insert(0, str(ROOT / "examples" / "fran_avgpool"))
 
 import peers  # noqa: E402, I001  (benchmarks/ is on the path only now)
 import torch_models  # noqa: E402
-from onnx_cases import EXAMPLES, example_model, images, random_models  # noqa: E402
+from onnx_cases import (  # noqa: E402
+    EXAMPLES,
+    char_lm_model,
+    eps_as_written,
+    example_model,
+    images,
+    random_models,
+    token_ids,
+)
 
 torch.set_num_threads(1)
 SOME = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -77,6 +86,20 @@ def test_examples_in_onnx_runtime(name, tmp_path):
         close(run(path, x), fran.predict(model, x), 1e-5)
 
 
+@pytest.mark.parametrize("kind", ["transformer", "rnn", "lstm"])
+def test_char_lm_in_onnx_runtime(kind, tmp_path):
+    """examples/char_lm.py's small GPT and its recurrent variants, built as the example builds
+    them: ONNX Runtime predicts the next-character logits as fran does, in float32 (and the
+    transformer in float64: its ops all have float64 kernels there)."""
+    for dtype in (np.float32, np.float64) if kind == "transformer" else (np.float32,):
+        model = char_lm_model(kind, dtype)
+        path = fran.onnx.export(model, tmp_path / "lm.onnx")
+        for n in (1, 5):  # the batch axis is dynamic
+            x = token_ids(n, dtype=dtype)
+            want = fran.predict(eps_as_written(model) if dtype == np.float64 else model, x)
+            close(run(path, x), want, 1e-5 if dtype == np.float32 else 1e-12)
+
+
 @SOME
 @given(random_models(dtype=np.float32))
 def test_random_networks_in_onnx_runtime_float32(case):
@@ -93,28 +116,51 @@ DOUBLE_KINDS = (
     "batchnorm",
     "residual",
     "maxpooling",
+    "layernorm",
+    "position_embedding",
+    "embedding",
+    "attention",
+    "rnn",
+    "lstm",
 )
 
 
-def has_conv(spec) -> bool:
+def float64_missing(spec) -> str | None:
+    """The op ONNX Runtime's CPU provider has no float64 kernel for, if spec writes one: Conv,
+    ConvTranspose, Erf (gelu), RNN, LSTM (those run in float64 in tests/test_onnx.py through
+    onnx's reference evaluator)."""
     if isinstance(spec, (fran.conv2d, fran.conv2d_transpose)):
-        return True
-    return any(has_conv(s) for s in fran.engine.sublayers(spec))
+        return "Conv"
+    if isinstance(spec, fran.rnn):
+        return "RNN"
+    if isinstance(spec, fran.lstm):
+        return "LSTM"
+    if "gelu" == getattr(spec, "activation", None) or (
+        isinstance(spec, fran.activation) and spec.name == "gelu"
+    ):
+        return "Erf"
+    return next(filter(None, map(float64_missing, fran.engine.sublayers(spec))), None)
 
 
 @SOME
 @given(random_models(kinds=DOUBLE_KINDS, dtype=np.float64))
 def test_random_networks_in_onnx_runtime_float64(case):
     model, x = case
-    if has_conv(model.spec):  # a residual on images: ORT has no float64 Conv
-        with pytest.raises(Exception, match="NOT_IMPLEMENTED.*Conv"):
+    missing = float64_missing(model.spec)
+    if missing is not None:  # the runtime says so (LSTM's kernel only when it runs)
+        message = "does not support double" if missing == "LSTM" else f"NOT_IMPLEMENTED.*{missing}"
+        with pytest.raises(Exception, match=message):
             run(fran.onnx.to_model_proto(model), x)
         return
+    got = run(fran.onnx.to_model_proto(model), x)
+    # ONNX's epsilon attribute is a float32 (see tests/test_onnx.py): as the file computes
+    close(got, fran.predict(eps_as_written(model), x), 1e-12)
     tol = 1e-12
     bn = [s for s in _all(model.spec) if isinstance(s, fran.batchnorm)]
     if any(abs(float(np.float32(s.eps)) - s.eps) > 1e-12 for s in bn):
-        tol = 1e-8  # ONNX's epsilon attribute is a float32 (see tests/test_onnx.py)
-    close(run(fran.onnx.to_model_proto(model), x), fran.predict(model, x), tol)
+        tol = 1e-8
+    if not any(isinstance(s, fran.layernorm) for s in _all(model.spec)):
+        close(got, fran.predict(model, x), tol)
 
 
 def _all(spec):
