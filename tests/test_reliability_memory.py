@@ -75,7 +75,9 @@ def test_a_run_under_a_memory_limit_finishes_or_stops_cleanly(tmp_path):
     failed, _ = worker([*SMALL, *big], headroom_mib=int(need_mib) + 8)
     assert failed.returncode == 1, failed.stderr
     (line,) = failed.stderr.splitlines()  # no traceback
-    assert line.startswith("lenet5_mnist.py: error: out of memory in epoch 2 (Unable to allocate")
+    # NumPy says "(Unable to allocate ...)"; a compiled kernel's MemoryError carries no message
+    assert line.startswith("lenet5_mnist.py: error: out of memory in epoch 2")
+    assert "(epoch 1) is intact" in line
     assert f"the checkpoint in {tmp_path / 'a'} (epoch 1) is intact: continue with --resume" in line
     assert checkpoint.read_bytes() == before
     model, metadata = fran.load_checkpoint(tmp_path / "a")
@@ -92,5 +94,5 @@ def test_verbose_prints_the_chain_before_the_line(tmp_path):
     assert failed.returncode == 1
     lines = failed.stderr.splitlines()
     assert lines[0] == "Traceback (most recent call last):"
-    assert any("_ArrayMemoryError: Unable to allocate" in line for line in lines)  # NumPy's
+    assert any("MemoryError" in line for line in lines)  # NumPy's, or a compiled kernel's
     assert lines[-1].startswith("lenet5_mnist.py: error: out of memory in epoch 2")
