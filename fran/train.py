@@ -370,18 +370,11 @@ def train_nn(
             the last good model as `.model`.
     """
     fn = "train_nn"
-    model = _check_model(fn, model)
-    try:
-        optimizer = get_optimizer(optimizer)
-    except ValueError as exc:
-        raise ValueError(f"{fn}: {exc}") from None
-    loss = _default_loss(fn, model, loss)
-    X = prepare_inputs(fn, model, X)
-    y = prepare_targets(fn, model, loss, y, len(X))
-    _check_batch_size(fn, batch_size, len(X))
+    model, optimizer, loss, X, y = prepare_training(
+        fn, model, X, y, optimizer=optimizer, loss=loss, batch_size=batch_size
+    )
     seed = model.seed if seed is None else seed
     epoch = model.epoch
-    model = attrs.evolve(model, opt_state=_opt_state_for(optimizer, model))
     rng = np.random.default_rng([seed, epoch])
     step = functools.partial(train_step, optimizer, loss, pieces=parallel.num_pieces(pieces))
 
@@ -440,19 +433,14 @@ def evaluate_nn(model: Model, X, y, *, batch_size: int = 500, loss=None) -> dict
         position of (X, y), the accuracy the fraction of counted positions whose argmax is the
         target, and "positions" the number of counted positions.
     """
-    fn = "evaluate_nn"
-    model = _check_model(fn, model)
-    loss = _default_loss(fn, model, loss)
-    X = prepare_inputs(fn, model, X)
-    y = prepare_targets(fn, model, loss, y, len(X))
-    _check_batch_size(fn, batch_size, len(X))
-    body, cut = loss_head(model.spec, loss)
-    forward = _infer(body, _head(model.params, cut), _head(model.state, cut))
+    model, loss, X, y, body, forward = prepare_evaluation(
+        "evaluate_nn", model, X, y, loss=loss, batch_size=batch_size
+    )
     out = parallel.map_batches(forward, X, batch_size, split=not engine.whole_batch_inference(body))
     return scores(model, loss, out, y)
 
 
-# ------------------------------------------------------------------ for fran.distributed
+# ------------------------------------------- train_nn's and evaluate_nn's start (fran.distributed's too)
 
 
 def prepare_training(fn: str, model, X, y, *, optimizer, loss, batch_size):
