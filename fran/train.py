@@ -325,7 +325,7 @@ def _opt_state_for(optimizer: Optimizer, model: Model):
             f"from a fresh state; to start afresh without this warning, train "
             f"attrs.evolve(model, opt_state=None)",
             OptimizerStateWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of train_nn (through prepare_training)
         )
         return fresh
     return state
