@@ -110,11 +110,15 @@ def _pids(out: str) -> dict:
 
 
 def test_a_killed_rank_ends_the_job_at_once_naming_its_pid(tmp_path):
-    """mpiexec's own clean-up: the job ends within seconds and names the killed process."""
+    """mpiexec's own clean-up: the job ends within seconds and names a process of the job. It is
+    usually rank 1's (the killed one), but MPICH's clean-up races the kill and sometimes names a
+    survivor it killed itself (seen in a fresh-clone CI run), so the test asks only for one of
+    the job's PIDs; fran's own naming of the dead rank is the next test's."""
     code, out, seconds = _run(3, "--kill-rank", "1", "--kill-step", "5", timeout=60)
     assert code != 0 and seconds < 30
     assert "BAD TERMINATION" in out and "EXIT CODE: 9" in out, out
-    assert f"PID {_pids(out)[1]} " in out, out  # rank 1's
+    named = re.findall(r"PID (\d+) RUNNING AT", out)
+    assert named and int(named[0]) in _pids(out).values(), out
 
 
 def test_a_killed_rank_is_named_and_the_run_resumes_bitwise(tmp_path):
