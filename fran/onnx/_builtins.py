@@ -160,16 +160,16 @@ def _bias(ctx, node, i: int, n: int) -> np.ndarray:
 # ---------------------------------------------------------------- conv2d
 
 
-def export_conv2d(spec, ctx) -> str:
+def _export_conv(op: str, spec, ctx) -> str:
+    """Conv or ConvTranspose with square kernel, stride and padding, then the activation."""
     k, s, p = spec.k, spec.stride, spec.padding
-    z = ctx.node(
-        "Conv",
-        [ctx.x, ctx.param("w"), ctx.param("b")],
-        kernel_shape=[k, k],
-        strides=[s, s],
-        pads=[p, p, p, p],
-    )
+    inputs = [ctx.x, ctx.param("w"), ctx.param("b")]
+    z = ctx.node(op, inputs, kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p])
     return _act(ctx, spec.activation, z)
+
+
+def export_conv2d(spec, ctx) -> str:
+    return _export_conv("Conv", spec, ctx)
 
 
 def load_conv2d(node, ctx):
@@ -185,8 +185,6 @@ def load_conv2d(node, ctx):
         raise ctx.fail(node, f"kernel_shape {a['kernel_shape']} but weights {w.shape}")
     s = _square(ctx, node, a, "strides", [1, 1], "one stride")
     _unit(ctx, node, a, "dilations")
-    if a.get("group", 1) != 1:
-        raise ctx.fail(node, f"group {a['group']}: fran has no grouped convolution")
     p = _pads(ctx, node, a)
     act, out = _fused(ctx, node.output[0])
     spec = conv2d(k=k, channels=w.shape[0], stride=s, padding=p, activation=act)
@@ -197,15 +195,7 @@ def load_conv2d(node, ctx):
 
 
 def export_conv2d_transpose(spec, ctx) -> str:
-    k, s, p = spec.k, spec.stride, spec.padding
-    z = ctx.node(
-        "ConvTranspose",
-        [ctx.x, ctx.param("w"), ctx.param("b")],
-        kernel_shape=[k, k],
-        strides=[s, s],
-        pads=[p, p, p, p],
-    )
-    return _act(ctx, spec.activation, z)
+    return _export_conv("ConvTranspose", spec, ctx)
 
 
 def load_conv2d_transpose(node, ctx):
