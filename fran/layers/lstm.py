@@ -18,6 +18,7 @@ import attrs
 import numpy as np
 
 from fran import registry
+from fran.layers import _recurrent
 from fran.layers._validators import compact_repr, positive_int
 from fran.layers.activations import ACTIVATIONS
 
@@ -32,22 +33,8 @@ class lstm:
     hidden: int = attrs.field(validator=positive_int)
 
 
-def output_shape(spec, shape):
-    if len(shape) != 2:
-        raise ValueError(f"{spec!r}: expects a sequence sample (T, C), got shape {tuple(shape)}")
-    return (shape[0], spec.hidden)
-
-
-def init(spec, shape, rng):
-    T, C = shape
-    H = spec.hidden
-    a = H**-0.5
-    return {
-        "w_ih": rng.uniform(-a, a, (4 * H, C)),
-        "w_hh": rng.uniform(-a, a, (4 * H, H)),
-        "b_ih": rng.uniform(-a, a, 4 * H),
-        "b_hh": rng.uniform(-a, a, 4 * H),
-    }
+def init(spec, shape, rng):  # torch's U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias
+    return _recurrent.init(spec, shape, rng, gates=4)
 
 
 def _forward(params, x):
@@ -105,5 +92,11 @@ def vjp(spec, params, x):
 
 
 registry.register(
-    "lstm", lstm, output_shape=output_shape, init=init, apply=apply, vjp=vjp, per_sample=True
+    "lstm",
+    lstm,
+    output_shape=_recurrent.output_shape,
+    init=init,
+    apply=apply,
+    vjp=vjp,
+    per_sample=True,
 )

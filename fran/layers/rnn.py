@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from fran import registry
+from fran.layers import _recurrent
 from fran.layers._validators import compact_repr, positive_int
 
 
@@ -24,22 +25,8 @@ class rnn:
     hidden: int = attrs.field(validator=positive_int)
 
 
-def output_shape(spec, shape):
-    if len(shape) != 2:
-        raise ValueError(f"{spec!r}: expects a sequence sample (T, C), got shape {tuple(shape)}")
-    return (shape[0], spec.hidden)
-
-
-def init(spec, shape, rng):
-    T, C = shape
-    H = spec.hidden
-    a = H**-0.5
-    return {
-        "w_ih": rng.uniform(-a, a, (H, C)),
-        "w_hh": rng.uniform(-a, a, (H, H)),
-        "b_ih": rng.uniform(-a, a, H),
-        "b_hh": rng.uniform(-a, a, H),
-    }
+def init(spec, shape, rng):  # torch's U(-1/sqrt(H), 1/sqrt(H)) for every weight and bias
+    return _recurrent.init(spec, shape, rng, gates=1)
 
 
 def _forward(params, x):
@@ -81,5 +68,11 @@ def vjp(spec, params, x):
 
 
 registry.register(
-    "rnn", rnn, output_shape=output_shape, init=init, apply=apply, vjp=vjp, per_sample=True
+    "rnn",
+    rnn,
+    output_shape=_recurrent.output_shape,
+    init=init,
+    apply=apply,
+    vjp=vjp,
+    per_sample=True,
 )
