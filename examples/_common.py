@@ -348,9 +348,9 @@ def start(example: Example, args: argparse.Namespace, say) -> tuple[fran.Model, 
 # --------------------------------------------------------------------------- training
 
 
-def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace, example=None) -> tuple:
-    """One epoch with a progress bar; returns (model, mean batch loss, seconds)."""
-    n_batches = -(-len(data["X"]) // args.batch_size)
+def progress(model: fran.Model, args: argparse.Namespace, n_batches: int) -> tuple:
+    """An epoch's progress bar and the on_batch callback that feeds it the batch losses:
+    (bar, on_batch, losses), the list filling as train_nn calls on_batch."""
     losses: list[float] = []
     bar = tqdm(
         total=n_batches,
@@ -365,6 +365,14 @@ def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace, example
         losses.append(loss)
         bar.set_postfix_str(f"loss {np.mean(losses[-50:]):.4f}", refresh=False)
         bar.update(1)
+
+    return bar, on_batch, losses
+
+
+def train_epoch(model: fran.Model, data: dict, args: argparse.Namespace, example=None) -> tuple:
+    """One epoch with a progress bar; returns (model, mean batch loss, seconds)."""
+    n_batches = -(-len(data["X"]) // args.batch_size)
+    bar, on_batch, losses = progress(model, args, n_batches)
 
     make = None if example is None else example.optimizer
     optimizer = fran.adam(args.lr) if make is None else make(args, n_batches)

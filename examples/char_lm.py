@@ -183,20 +183,7 @@ def train_epoch(model, data: dict, args) -> tuple:
     (model, mean batch loss, seconds)."""
     X, Y = data["X"], data["Y"]
     steps = -(-len(X) // args.batch_size)
-    losses: list[float] = []
-    bar = _common.tqdm(
-        total=steps,
-        desc=f"epoch {model.epoch + 1}/{args.epochs}",
-        unit="batch",
-        leave=False,
-        file=sys.stdout,
-        disable=True if args.quiet else None,
-    )
-
-    def on_batch(index: int, loss: float) -> None:
-        losses.append(loss)
-        bar.update()
-        bar.set_postfix_str(f"loss {np.mean(losses[-50:]):.4f}", refresh=False)
+    bar, on_batch, losses = _common.progress(model, args, steps)
 
     t0 = time.perf_counter()
     model = fran.train_nn(
