@@ -271,6 +271,23 @@ def _unpack(data: bytes, template, state) -> tuple:
     return value, _rebuild(template, iter(leaves)), state
 
 
+def _pack_leaves(tree) -> bytes:
+    """A batch sum's tree (this piece's) as bytes, leaf by leaf in tree_leaves order."""
+    return b"".join(np.ascontiguousarray(leaf).tobytes() for leaf in tree_leaves(tree))
+
+
+def _unpack_leaves(data: bytes, template):
+    """The tree of template's structure, shapes and dtypes that _pack_leaves wrote."""
+    leaves, at = [], 0
+    for want in tree_leaves(template):
+        want = np.asarray(want)
+        leaves.append(
+            np.frombuffer(data[at : at + want.nbytes], dtype=want.dtype).reshape(want.shape)
+        )
+        at += want.nbytes
+    return _rebuild(template, iter(leaves))
+
+
 # ------------------------------------------------------------------ training
 
 
@@ -308,11 +325,17 @@ def _distributed_mean(comm, timeout, X, y, idx, pieces, template, state, model):
     first, stop = share[me]
     nbytes = _piece_nbytes(template)
 
-    def mean(fn, split, keyed, count=None):
+    def mean(fn, split, keyed, count=None, lockstep=False):
         weights = None if count is None else [count(y[idx[a:b]]) for a, b in cuts]
-        if not split or (weights is not None and 0 in weights):
-            # a whole-batch network (or a piece counting nothing): every rank computes it whole
-            return parallel.batch_mean(fn, X[idx], y[idx], split=False)
+        if not split or (weights is not None and 0 in weights) or (lockstep and len(cuts) == 1):
+            # a whole-batch network (or a piece counting nothing, or one lockstep piece):
+            # every rank computes it whole, as one process does
+            return parallel.batch_mean(
+                fn, X[idx], y[idx], split=split, pieces=pieces, keyed=keyed, count=count,
+                lockstep=lockstep,
+            )  # fmt: skip
+        if lockstep:
+            return _lockstep_mean(fn, keyed, weights)
         if first < stop:
             a, b = cuts[first][0], cuts[stop - 1][1]
             rows = idx[a:b]  # this rank's rows only
@@ -321,13 +344,50 @@ def _distributed_mean(comm, timeout, X, y, idx, pieces, template, state, model):
             send = np.frombuffer(b"".join(_pack(r, template) for r in results), dtype=np.uint8)
         else:  # more ranks than pieces: this one has none
             send = np.zeros(0, dtype=np.uint8)
+        results = _gather_results(send, state)  # a cut network has no state: the old one goes on
+        return parallel.combine(results, cuts, weights)
+
+    def _gather_results(send, piece_state):
         counts = [(b - a) * nbytes for a, b in share]
         what = f"the gradients of step {model.step}"
         data = _gather_known(comm, send, counts, timeout, what).tobytes()
-        results = [
-            _unpack(data[i * nbytes : (i + 1) * nbytes], template, state) for i in range(len(cuts))
-        ]  # a cut network has no state: the one it came with goes on
-        return parallel.combine(results, cuts, weights)
+        return [
+            _unpack(data[i * nbytes : (i + 1) * nbytes], template, piece_state)
+            for i in range(len(cuts))
+        ]
+
+    def _lockstep_mean(fn, keyed, counts):
+        """Synchronised batch norm: this rank's pieces in lockstep with every rank's, each
+        batch sum gathered from all pieces and added in piece order (one collective a sum)."""
+        shadow = first == stop  # more ranks than pieces: compute piece 0 to join every sum
+        run = [0, 1] if shadow else [first, stop]
+        a, b = cuts[run[0]][0], cuts[run[1] - 1][1]
+        rows = idx[a:b]
+        mine = [(c - a, d - a) for c, d in cuts[run[0] : run[1]]]
+        sums = [0]
+
+        def gather(trees):
+            tree_nbytes = sum(np.asarray(t).nbytes for t in tree_leaves(trees[0]))
+            send = b"" if shadow else b"".join(_pack_leaves(t) for t in trees)
+            got = _gather_known(
+                comm, np.frombuffer(send, dtype=np.uint8),
+                [(d - c) * tree_nbytes for c, d in share], timeout,
+                f"batch sum {sums[0]} of step {model.step} (synchronised batch norm)",
+            ).tobytes()  # fmt: skip
+            sums[0] += 1
+            return [
+                _unpack_leaves(got[i * tree_nbytes : (i + 1) * tree_nbytes], trees[0])
+                for i in range(len(cuts))
+            ]
+
+        weights = parallel.piece_weights(cuts, counts)
+        results = parallel.lockstep_pieces(
+            fn, X[rows], y[rows], mine, run[0], weights=weights, keyed=keyed, gather=gather
+        )
+        mine_bytes = b"" if shadow else b"".join(_pack(r, template) for r in results)
+        # every piece's new state is the same (the batch's sums): this rank's first goes on
+        everyone = _gather_results(np.frombuffer(mine_bytes, dtype=np.uint8), results[0][2])
+        return parallel.sum_pieces(everyone, cuts, counts)
 
     return mean
 

@@ -5,7 +5,9 @@ A network is itself a registered layer whose rules are folds over its layers' ru
 left fold threading x and each layer's state; vjp is a left fold that collects pullbacks, and its
 pullback a right fold that threads the cotangent backwards and gathers each layer's gradients
 into a tuple. The fold gives each layer only what it declared (fran.registry): its mode, a
-Generator spawned for its position from the caller's key, its own state.
+Generator spawned for its position from the caller's key, its own state, and, to a layer that
+sums over the batch (needs_batch: batch norm), the batch it belongs to (`registry.WHOLE_BATCH` when
+the batch is here whole; a lockstep piece's from fran.parallel when it is cut).
 
 The fold's building blocks are public, for layers built of layers (fran.layers.residual, a
 plugin's block) and for fran.io and fran.model: `layer_shapes`, `spawn`, `serial_init`,
@@ -236,7 +238,10 @@ def as_rng(key):
         ) from None
 
 
-def _options(rules, spec, state, rng, training) -> dict:
+WHOLE_BATCH = registry.WHOLE_BATCH
+
+
+def _options(rules, spec, state, rng, training, batch=None) -> dict:
     """The keywords a layer declared at registration, and only those (for a combinator: those
     some layer inside it needs, fran.registry.capabilities)."""
     kw = {}
@@ -245,6 +250,8 @@ def _options(rules, spec, state, rng, training) -> dict:
         kw["training"] = training
     if wants.needs_rng:
         kw["rng"] = rng
+    if rules.needs_batch and (not rules.combinator or wants.sums_batch):
+        kw["batch"] = WHOLE_BATCH if batch is None or not training else batch
     if rules.init_state is not None:
         if state is None and not sublayers(spec):  # a network or block folds None down
             raise ValueError(
@@ -255,17 +262,18 @@ def _options(rules, spec, state, rng, training) -> dict:
     return kw
 
 
-def layer_apply(spec, params, x, state=None, rng=None, training=False):
-    """(y, new state) for one layer of any kind: the one place that calls `rules.apply`."""
+def layer_apply(spec, params, x, state=None, rng=None, training=False, batch=None):
+    """(y, new state) for one layer of any kind: the one place that calls `rules.apply`.
+    `batch`: the lockstep piece x is of (fran.parallel), None for a batch here whole."""
     rules = registry.rules_for(spec)
-    out = rules.apply(spec, params, x, **_options(rules, spec, state, rng, training))
+    out = rules.apply(spec, params, x, **_options(rules, spec, state, rng, training, batch))
     return out if rules.init_state is not None else (out, state)
 
 
-def layer_vjp(spec, params, x, state=None, rng=None, training=False):
+def layer_vjp(spec, params, x, state=None, rng=None, training=False, batch=None):
     """(y, pullback, new state) for one layer of any kind: the one place that calls `rules.vjp`."""
     rules = registry.rules_for(spec)
-    out = rules.vjp(spec, params, x, **_options(rules, spec, state, rng, training))
+    out = rules.vjp(spec, params, x, **_options(rules, spec, state, rng, training, batch))
     return out if rules.init_state is not None else (*out, state)
 
 
@@ -396,10 +404,17 @@ sublayers = registry.sublayers
 
 def whole_batch(spec) -> bool:
     """Whether training must see the batch whole: some layer inside is not declared per sample,
-    or is stateful (batch norm's statistics are the whole batch's). A random per-sample layer
-    (dropout) is cut: each piece draws from its own key (fran.train.piece_key), a fixed number of
-    pieces (fran.parallel.piece_cuts), so its numbers depend on neither threads nor ranks."""
+    or is stateful, and does not declare that it couples the batch only through batch sums
+    (needs_batch, as batch norm does). A random per-sample layer (dropout) is cut: each piece
+    draws from its own key (fran.train.piece_key), a fixed number of pieces
+    (fran.parallel.piece_cuts), so its numbers depend on neither threads nor ranks."""
     return not registry.capabilities(spec).cut_in_training
+
+
+def sums_batch(spec) -> bool:
+    """Whether a training batch cut into pieces runs them in lockstep: some layer inside sums
+    over the batch (batch norm's statistics), fran.parallel adds each sum in piece order."""
+    return registry.capabilities(spec).sums_batch
 
 
 def whole_batch_inference(spec) -> bool:
@@ -488,24 +503,24 @@ def serial_state_shapes(layers, shape, dtype=np.float64) -> tuple:
     )
 
 
-def serial_apply(layers, params, x, state, rng, training):
+def serial_apply(layers, params, x, state, rng, training, batch=None):
     """apply of a sequence of layers: a left fold threading x and each layer's state."""
     state = (None,) * len(layers) if state is None else state
     new_state = []
     for layer, p, s, r in zip(layers, params, state, spawn(rng, len(layers)), strict=True):
-        x, s = layer_apply(layer, p, x, s, r, training)
+        x, s = layer_apply(layer, p, x, s, r, training, batch)
         new_state.append(s)
     return x, tuple(new_state)
 
 
-def serial_vjp(layers, params, x, state, rng, training):
+def serial_vjp(layers, params, x, state, rng, training, batch=None):
     """vjp of a sequence of layers: a forward fold collecting pullbacks (and the new states),
     and a pullback folding the cotangent back through them. pullback(gy, input_grad=False)
     passes input_grad=False on to the first layer."""
     state = (None,) * len(layers) if state is None else state
     pullbacks, new_state = [], []
     for layer, p, s, r in zip(layers, params, state, spawn(rng, len(layers)), strict=True):
-        x, pb, s = layer_vjp(layer, p, x, s, r, training)
+        x, pb, s = layer_vjp(layer, p, x, s, r, training, batch)
         pullbacks.append(pb)
         new_state.append(s)
 
@@ -519,12 +534,12 @@ def serial_vjp(layers, params, x, state, rng, training):
     return x, pullback, tuple(new_state)
 
 
-def _net_apply(spec, params, x, *, state, rng=None, training=False):
-    return serial_apply(spec.layers, params, x, state, rng, training)
+def _net_apply(spec, params, x, *, state, rng=None, training=False, batch=None):
+    return serial_apply(spec.layers, params, x, state, rng, training, batch)
 
 
-def _net_vjp(spec, params, x, *, state, rng=None, training=False):
-    return serial_vjp(spec.layers, params, x, state, rng, training)
+def _net_vjp(spec, params, x, *, state, rng=None, training=False, batch=None):
+    return serial_vjp(spec.layers, params, x, state, rng, training, batch)
 
 
 registry.register(
@@ -539,4 +554,5 @@ registry.register(
     state_shapes=lambda spec, shape: serial_state_shapes(spec.layers, shape),
     per_sample=True,  # the fold itself; fran.registry.capabilities asks its layers too
     combinator=True,
+    needs_batch=True,  # passes batch= on to its layers
 )

@@ -24,7 +24,14 @@ measured no better for the Fashion-MNIST CNN and worse for LeNet-5.
 Cutting a batch is sound only for layers whose outputs for a sample depend on that sample
 alone, so a batch is cut only when every layer declares so (fran.registry: per_sample) and, in
 training, none is stateful (a random one draws each piece's numbers from the piece's own key,
-fran.train.piece_key); any other network computes each batch whole
+fran.train.piece_key), or when the layers that couple the batch do so only through sums over
+it (fran.registry: needs_batch; batch norm's statistics). Then the pieces run in lockstep
+(`lockstep_pieces`): each piece on a thread of its own, and at each `batch.sum(tree)` every
+piece waits until all have given their tree, which are added in piece order (across ranks too:
+fran.distributed gathers them), so every piece gets the whole batch's sum, bitwise the same
+for any thread or rank count: synchronised batch norm. Each piece's loss gradient is scaled by
+its weight in the batch's mean before the pullback (the sums backwards are then the batch
+loss's), and the pieces' gradients are added. Any other network computes each batch whole
 (split=False); inside that whole-batch region the kernels cut their large products into blocks
 that depend on the shapes only, and for_pieces computes the blocks on fran's threads
 (fran/layers/_gemm.py), so the results are the same for any thread count.
@@ -56,6 +63,9 @@ PIECES_ENV = "FRAN_PIECES"
 DEFAULT_PIECES = 2  # this 2-core machine's thread count: today's speed and today's bits here
 
 _pool: ThreadPoolExecutor | None = None
+# per calling thread, a pool with a thread per lockstep piece: two callers' pieces never wait
+# for each other's threads (lockstep_pieces)
+_lockstep = threading.local()
 _region = threading.local()  # .whole: this thread computes a batch whole (batch_mean(split=False))
 _blas = None  # threadpoolctl.ThreadpoolController, made on first use
 _lock = threading.Lock()
@@ -97,9 +107,9 @@ def _one_blas_thread():
     return _blas.limit(limits=1, user_api="blas")
 
 
-def _forget_threads() -> None:  # a forked child has the pool object but none of its threads
-    global _pool
-    _pool = None
+def _forget_threads() -> None:  # a forked child has the pool objects but none of their threads
+    global _pool, _lockstep
+    _pool, _lockstep = None, threading.local()
 
 
 if hasattr(os, "register_at_fork"):
@@ -182,9 +192,140 @@ def combine(results: list, cuts, counts=None) -> tuple:
     return value, tree_map(weighted, *[r[1] for r in results]), results[0][2]
 
 
+class PieceAborted(RuntimeError):
+    """Raised in a lockstep piece whose batch another piece left with an error (that error is
+    the one the caller sees)."""
+
+
+class Lockstep:
+    """The batch of the pieces running in lockstep: `member(i).sum(tree)` (piece i's `batch`)
+    waits until every piece has given its tree, then returns their sum in piece order. With
+    `gather`, the sum is over gather(trees of these pieces) instead: all ranks' pieces, in
+    order (fran.distributed). `gate` holds the pieces computing at once to fran's threads; a
+    piece waiting at a sum gives its turn away."""
+
+    def __init__(self, pieces: int, gate: threading.Semaphore, gather: Callable | None = None):
+        self._trees: list = [None] * pieces
+        self._gather = gather
+        self._gate = gate
+        self._total = None
+        self._error: BaseException | None = None
+        self._barrier = threading.Barrier(pieces, action=self._add)
+
+    def _add(self) -> None:  # run by one piece's thread while all wait
+        try:
+            trees = self._trees if self._gather is None else self._gather(list(self._trees))
+            self._total = add_in_order(trees)
+        except BaseException as exc:  # every piece raises it, none hangs
+            self._error = exc
+            raise
+
+    def member(self, i: int) -> _Piece:
+        return _Piece(self, i)
+
+    def abort(self) -> None:
+        self._barrier.abort()
+
+
+class _Piece:
+    def __init__(self, lockstep: Lockstep, i: int):
+        self._lockstep, self._i = lockstep, i
+
+    def sum(self, tree):
+        """tree summed over the whole batch: every piece's, in piece order."""
+        step = self._lockstep
+        step._trees[self._i] = tree
+        step._gate.release()
+        try:
+            step._barrier.wait()
+        except threading.BrokenBarrierError:
+            if step._error is not None:
+                raise step._error from None
+            raise PieceAborted("fran.parallel: another piece of this batch failed") from None
+        finally:
+            step._gate.acquire()
+        return step._total
+
+    def __repr__(self) -> str:
+        return f"lockstep piece {self._i}"
+
+
+def add_in_order(trees: list):
+    """The sum of trees of one structure, leaf by leaf, in list order (a fresh tree)."""
+    if len(trees) == 1:
+        return trees[0]
+
+    def add(*leaves):
+        out = np.array(leaves[0], copy=True)
+        for leaf in leaves[1:]:
+            out += leaf
+        return out
+
+    return tree_map(add, *trees)
+
+
+def lockstep_pieces(
+    fn: Callable, x, target, cuts, first: int = 0, *, weights, keyed: bool = False,
+    gather: Callable | None = None,
+):  # fmt: skip
+    """[fn(x[a:b], target[a:b], piece, batch, weight) for each cut], the pieces in lockstep.
+
+    Each piece runs on a thread of its own (at most num_threads() computing at once), `batch`
+    its member of one Lockstep (so batch.sum is the whole batch's, gather: across ranks), piece
+    first + its position, weight = weights[piece] (what its mean loss weighs in the batch's)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(cuts)
+    gate = threading.Semaphore(num_threads())
+    step = Lockstep(n, gate, gather)
+
+    def run(i):
+        a, b = cuts[i]
+        gate.acquire()
+        try:
+            piece = first + i
+            args = (x[a:b], target[a:b], piece if keyed else None, step.member(i), weights[piece])
+            return fn(*args)
+        except BaseException:
+            step.abort()
+            raise
+        finally:
+            gate.release()
+
+    pool = getattr(_lockstep, "pool", None)
+    if pool is None or pool._max_workers < n:
+        if pool is not None:
+            pool.shutdown(wait=False)
+        pool = _lockstep.pool = ThreadPoolExecutor(n, thread_name_prefix="fran-lockstep")
+    with _one_blas_thread():
+        futures = [pool.submit(run, i) for i in range(n)]
+        errors = [f.exception() for f in futures]
+    real = [e for e in errors if e is not None and not isinstance(e, PieceAborted)]
+    failed = real or [e for e in errors if e is not None]
+    if failed:
+        raise failed[0]
+    return [f.result() for f in futures]
+
+
+def sum_pieces(results: list, cuts, counts=None) -> tuple:
+    """(value, gradients, state) of a batch from lockstep pieces' (mean value, gradients of the
+    weighted mean, state): the values weighted as in combine, the gradients added in piece
+    order; every piece's state is the same (computed from the batch's sums): the first's."""
+    sizes = [b - a for a, b in cuts] if counts is None else counts
+    weights = [n / sum(sizes) for n in sizes]
+    value = sum(w * r[0] for w, r in zip(weights, results, strict=True))
+    return value, add_in_order([r[1] for r in results]), results[0][2]
+
+
+def piece_weights(cuts, counts=None) -> list:
+    """What each piece's mean weighs in the batch's mean: its samples (or counts) / the total."""
+    sizes = [b - a for a, b in cuts] if counts is None else counts
+    return [n / sum(sizes) for n in sizes]
+
+
 def batch_mean(
     fn: Callable, x: np.ndarray, target: np.ndarray, *, split: bool = True, pieces=None,
-    keyed: bool = False, count=None,
+    keyed: bool = False, count=None, lockstep: bool = False,
 ):  # fmt: skip
     """fn(x, target) -> (mean value, gradient tree, state), computed piecewise on parallel threads.
 
@@ -193,7 +334,9 @@ def batch_mean(
     the same for any FRAN_NUM_THREADS; the value and gradients are the means of the pieces'
     weighted by what each is a mean over (count(target piece), the loss's count; None: its
     samples), added in piece order (combine); if some piece counts nothing (its mean would be
-    0/0), the batch is computed whole, as for split=False. keyed=True calls fn(x, target,
+    0/0), the batch is computed whole, as for split=False. lockstep=True (a network summing
+    over the batch: batch norm) runs the pieces in lockstep, fn(x, target, piece, batch,
+    weight) returning the gradients of weight x its mean (lockstep_pieces, sum_pieces). keyed=True calls fn(x, target,
     piece) (a network with dropout draws each piece's mask from its own key). Only networks
     whose layers are all per sample, none stateful, are cut (split=True), so the state is the
     first piece's (it is empty); split=False computes the batch whole on this thread (its large
@@ -206,6 +349,13 @@ def batch_mean(
         # BLAS on one thread even for FRAN_NUM_THREADS=1: its threads change the bits
         with whole_batch_region(), _one_blas_thread():
             return fn(x, target)
+    if lockstep:
+        weights = piece_weights(cuts, counts)
+        if len(cuts) == 1:  # one piece: here, its products on fran's threads (for_pieces)
+            with whole_batch_region(), _one_blas_thread():
+                return fn(x, target, 0 if keyed else None, None, 1.0)
+        results = lockstep_pieces(fn, x, target, cuts, weights=weights, keyed=keyed)
+        return sum_pieces(results, cuts, counts)
     return combine(compute_pieces(fn, x, target, cuts, keyed=keyed), cuts, counts)
 
 
@@ -276,15 +426,21 @@ def map_batches(
 
 __all__ = [
     "batch_mean",
+    "Lockstep",
+    "PieceAborted",
+    "add_in_order",
     "combine",
     "compute_pieces",
     "for_pieces",
     "inference_cuts",
+    "lockstep_pieces",
     "map_batches",
     "map_rows",
     "num_pieces",
     "num_threads",
     "piece_cuts",
+    "piece_weights",
     "rank_share",
+    "sum_pieces",
     "whole_batch_region",
 ]

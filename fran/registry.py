@@ -34,7 +34,16 @@ Declarations, made when registering (every one optional):
     init_state=f      f(spec, shape) -> state, a dict of arrays (running statistics); apply/vjp
                       get `state=` and return (y, new_state) / (y, pullback, new_state). The old
                       state is never changed; the network fold threads the new one. A stateful
-                      layer's training batch is never cut.
+                      layer's training batch is never cut, unless it also declares needs_batch.
+    needs_batch=True  in training, apply/vjp get `batch=`: an object whose `batch.sum(tree)` is
+                      the tree (of arrays, the same structure, shapes and dtypes on every piece)
+                      summed over the whole batch, whatever pieces, threads or ranks hold it
+                      (jax.lax.psum's role); for a batch computed whole it returns the tree. A
+                      layer that couples samples only through such sums, and computes its new
+                      state from them alone (batch norm's statistics), declares it: its batch is
+                      then cut into pieces that run in lockstep, each sum added in piece order,
+                      so the result is bitwise the same for any thread or rank count and equal
+                      to the whole batch's to rounding. Its pullback sums through `batch` too.
     param_shapes=f    f(spec, shape) -> {name: shape}: the params' shapes, without allocating
                       (fran.engine.param_shapes; loading a file checks sizes with it). Without
                       it, fran runs init on a Generator whose draws are zero-stride views, so a
@@ -47,7 +56,10 @@ layer needs modes, a key or state if it declared them or some layer inside does,
 sample only if it declared it and every layer inside is. Registered with combinator=True (as
 network and residual are), it declares no modes or key of its own: its apply/vjp take
 `training=False, rng=None` as defaults and receive them only when a layer inside needs them (and
-`state=` whenever it registered init_state, None when nothing inside has state).
+`state=` whenever it registered init_state, None when nothing inside has state). A combinator
+that passes `batch=` on to its layers (as network and residual do) registers needs_batch=True
+and takes `batch=None` as a default; one that does not is computed whole when a layer inside
+sums over the batch.
 
 Every layer must be thread-safe (pieces of a batch run on parallel threads) and read its inputs
 only. Old keywords still work: `batchwise=True` (v2) means per_sample=False, and
@@ -97,6 +109,7 @@ class LayerRules(NamedTuple):
     param_shapes: Callable[..., dict] | None = None
     state_shapes: Callable[..., dict] | None = None
     combinator: bool = False
+    needs_batch: bool = False
 
 
 class Capabilities(NamedTuple):
@@ -106,17 +119,34 @@ class Capabilities(NamedTuple):
     needs_rng: bool
     has_state: bool
     per_sample: bool | str  # True, "inference" (batch norm) or False
+    # every layer that couples the batch (or has state) does so through batch.sum alone, and
+    # every combinator on the way passes `batch` on: pieces in lockstep (needs_batch)
+    sums_batch: bool = False
 
     @property
     def cut_in_training(self) -> bool:
         """Whether a training batch may be computed in pieces: per sample and no state (a random
-        layer's pieces draw from keys of their own)."""
-        return self.per_sample is True and not self.has_state
+        layer's pieces draw from keys of their own), or coupled through batch sums alone."""
+        return (self.per_sample is True and not self.has_state) or self.sums_batch
 
     @property
     def cut_in_inference(self) -> bool:
         """Whether an inference batch may be computed in pieces."""
         return self.per_sample in (True, "inference")
+
+
+class WholeBatch:
+    """The batch of a layer that sums over it (fran.registry: needs_batch) when the batch is
+    here whole: its sum is the tree itself. fran.parallel's lockstep pieces have the same `sum`."""
+
+    def sum(self, tree):
+        return tree
+
+    def __repr__(self) -> str:
+        return "WHOLE_BATCH"
+
+
+WHOLE_BATCH = WholeBatch()
 
 
 _BY_NAME: dict[str, LayerRules] = {}
@@ -161,6 +191,7 @@ def register(
     param_shapes=None,
     state_shapes=None,
     combinator: bool = False,
+    needs_batch: bool = False,
     batchwise=_MISSING,
     skips_input_grad=_MISSING,
 ):
@@ -184,6 +215,7 @@ def register(
             param_shapes=param_shapes,
             state_shapes=state_shapes,
             combinator=combinator,
+            needs_batch=needs_batch,
             batchwise=batchwise,
             skips_input_grad=skips_input_grad,
         )
@@ -242,6 +274,7 @@ def register(
         param_shapes,
         state_shapes,
         bool(combinator),
+        bool(needs_batch),
     )
     _BY_NAME[name] = rules
     _BY_TYPE[spec_cls] = rules
@@ -273,6 +306,8 @@ def capabilities(spec) -> Capabilities:
     its own, so residual([dense(4), dense(4)]) needs no modes, no key and no state.
     per_sample: the layer declared it and every layer inside is (the weakest claim wins:
     "inference" if some layer inside is per sample only at inference, False if one is not).
+    sums_batch: the layer declared needs_batch (a combinator: and everything inside may be
+    cut in training, some layer inside through batch sums).
     """
     try:
         return _cached_capabilities(spec)
@@ -290,11 +325,21 @@ def _capabilities(spec) -> Capabilities:
         elif c.per_sample == "inference":
             per_sample = "inference"
     own = not rules.combinator
+    if own:
+        sums_batch = rules.needs_batch
+    else:  # a combinator passing batch on, holding cuttable layers, some summing the batch
+        sums_batch = (
+            rules.needs_batch
+            and rules.per_sample is True
+            and all(c.cut_in_training for c in inner)
+            and any(c.sums_batch for c in inner)
+        )
     return Capabilities(
         has_modes=(own and rules.has_modes) or any(c.has_modes for c in inner),
         needs_rng=(own and rules.needs_rng) or any(c.needs_rng for c in inner),
         has_state=(own and rules.init_state is not None) or any(c.has_state for c in inner),
         per_sample=per_sample,
+        sums_batch=sums_batch,
     )
 
 

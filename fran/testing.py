@@ -32,8 +32,8 @@ import warnings
 
 import numpy as np
 
-from fran import engine, registry
-from fran.tree import freeze, tree_items, tree_map, tree_vdot
+from fran import engine, parallel, registry
+from fran.tree import freeze, tree_items, tree_leaves, tree_map, tree_vdot
 
 
 def _frozen_copy(tree):
@@ -93,6 +93,8 @@ def check_layer(
         _check_randomness(spec, params, x, state, rng)
     if len(x) >= 2:  # a claim needs two halves to prove
         check_per_sample(spec, params, x, state=state, rng=rng)
+        if caps.sums_batch and not caps.needs_rng:
+            check_batch_sums(spec, params, x, state=state, rng=rng)
 
 
 class PerSampleHint(UserWarning):
@@ -158,6 +160,48 @@ def check_per_sample(spec, params, x, *, state=None, rng=0) -> None:
                 PerSampleHint,
                 stacklevel=2,
             )
+
+
+def check_batch_sums(spec, params, x, *, state=None, rng=0) -> None:
+    """Assert the needs_batch claim (fran.registry) on batch x (at least 2 samples): in training,
+    x's two halves run in lockstep (fran.parallel, each batch.sum over both) give x's outputs,
+    new state, params' gradients (added) and input gradient (stacked), to rounding, for a
+    random cotangent: the layer couples its samples through batch.sum alone."""
+    x = freeze(np.array(x, dtype=np.float64))
+    if len(x) < 2:
+        raise ValueError(f"check_batch_sums: x needs at least 2 samples, got shape {x.shape}")
+    params = _frozen_copy(params)
+    state = _frozen_copy(
+        engine.init_state(spec, x.shape[1:], np.float64) if state is None else state
+    )
+    y, pullback, new_state = engine.layer_vjp(spec, params, x, state, None, True)
+    dy = freeze(engine.as_generator(rng).normal(size=np.shape(y)))
+    whole = (y, *pullback(dy), new_state)
+
+    def piece(xp, dyp, _piece, batch, _weight):
+        yp, pb, sp = engine.layer_vjp(spec, params, xp, state, None, True, batch)
+        return (yp, *pb(dyp), sp)
+
+    h = len(x) // 2
+    a, b = parallel.lockstep_pieces(piece, x, dy, [(0, h), (h, len(x))], weights=[1.0, 1.0])
+    halves = (
+        np.concatenate([a[0], b[0]]),
+        parallel.add_in_order([a[1], b[1]]),
+        np.concatenate([a[2], b[2]]),
+        a[3],
+    )
+    for what, got, want in zip(
+        ("outputs", "params' gradients", "input gradient", "new state"), halves, whole, strict=True
+    ):
+        for g, w in zip(tree_leaves(got), tree_leaves(want), strict=True):
+            scale = max(float(np.abs(w).max(initial=0.0)), 1.0)
+            diff = float(np.abs(np.asarray(g) - w).max(initial=0.0))
+            if diff > 1e-9 * scale:
+                raise AssertionError(
+                    f"{spec!r} declares needs_batch, but in training its two halves in lockstep "
+                    f"give {what} that differ from the batch's by up to {diff:.3g} (x of shape "
+                    f"{x.shape}): some sum over the batch does not go through batch.sum"
+                )
 
 
 def _inner_undeclared(spec) -> bool:

@@ -252,32 +252,37 @@ def train_step(
 
 def _local_mean(x, target, pieces):
     """batch_mean over this process's threads, as step_with wants it."""
-    return lambda fn, split, keyed, count=None: parallel.batch_mean(
-        fn, x, target, split=split, pieces=pieces, keyed=keyed, count=count
+    return lambda fn, split, keyed, count=None, lockstep=False: parallel.batch_mean(
+        fn, x, target, split=split, pieces=pieces, keyed=keyed, count=count, lockstep=lockstep
     )
 
 
 def step_with(optimizer: Optimizer, loss: Loss, model: Model, mean) -> tuple[Model, float]:
-    """train_step's update, the batch's mean loss and gradients from mean(fn, split, keyed, count)
-    (fran.parallel.batch_mean on this process's rows, or fran.distributed's across ranks)."""
+    """train_step's update, the batch's mean loss and gradients from mean(fn, split, keyed, count,
+    lockstep) (fran.parallel.batch_mean on this process's rows, or fran.distributed's across
+    ranks)."""
     body, cut = loss_head(model.spec, loss)
     params, state = _head(model.params, cut), _head(model.state, cut)
     split = not engine.whole_batch(body)
     keyed = split and engine.random(body)  # each piece draws from its own key
     key = training_key(model) if engine.random(body) and not keyed else None
+    lockstep = split and engine.sums_batch(body)  # batch norm: pieces share the batch's sums
 
-    def loss_and_grads(x, target, piece=None):
+    def loss_and_grads(x, target, piece=None, batch=None, weight=1.0):
         # the layer-level call: the batch was checked, so no second check per piece
         rng = engine.as_rng(piece_key(model, piece) if keyed else key)
-        y, pullback, new_state = engine.layer_vjp(body, params, x, state, rng, True)
+        y, pullback, new_state = engine.layer_vjp(body, params, x, state, rng, True, batch)
         value, dy = loss.fn(y, target)
-        grads, _ = pullback(dy, input_grad=False)
+        # a lockstep piece pulls back its weight in the batch's mean loss: the batch sums
+        # backwards are then the batch loss's, and the pieces' gradients add up
+        grads, _ = pullback(dy if weight == 1.0 else dy * weight, input_grad=False)
         return value, grads, new_state
 
     # the batch's mean loss and gradients: in a fixed number of pieces (on parallel threads)
-    # if every layer is declared per sample and none is stateful, else whole; the pieces'
-    # means are weighted by what each is a mean over (loss.count: samples, or counted positions)
-    value, grads, new_state = mean(loss_and_grads, split, keyed, loss.count)
+    # if every layer is declared per sample and none is stateful, or the layers coupling the
+    # batch do it by batch sums (in lockstep), else whole; the pieces' means are weighted by
+    # what each is a mean over (loss.count: samples, or counted positions)
+    value, grads, new_state = mean(loss_and_grads, split, keyed, loss.count, lockstep)
     opt_state = optimizer.init(model.params) if model.opt_state is None else model.opt_state
     updates, opt_state = optimizer.update((*grads, *({},) * cut), opt_state, model.params)
     return attrs.evolve(

@@ -104,7 +104,7 @@ def test_batch_statistics_do_not_depend_on_the_thread_count(monkeypatch, threads
     one = fran.train_nn(model, X, y, batch_size=64)
     monkeypatch.setenv("FRAN_NUM_THREADS", threads)
     many = fran.train_nn(model, X, y, batch_size=64)
-    assert one == many  # bitwise: a network with batch norm or dropout trains on whole batches
+    assert one == many  # bitwise: fixed pieces in lockstep, each batch sum added in piece order
 
 
 def _winograd_net() -> fran.network:
@@ -129,7 +129,8 @@ def _winograd_net() -> fran.network:
 def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads, net):
     """In a whole batch every product big enough is cut into pieces for fran's threads; the
     pieces depend on shapes only, so the result is bitwise the one-thread result, and close to
-    the uncut products'. PIECE_MACS = 1 cuts every product here, even this small network's."""
+    the uncut products'. PIECE_MACS = 1 cuts every product here, even this small network's;
+    pieces=1 computes each batch whole (one piece)."""
     import importlib
     import threading
 
@@ -137,9 +138,9 @@ def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads, net):
     X, y = _data(64)
     model = fran.init_weights(net(), 12, 12)
     monkeypatch.setenv("FRAN_NUM_THREADS", "1")
-    uncut = fran.train_nn(model, X, y, batch_size=64)
+    uncut = fran.train_nn(model, X, y, batch_size=64, pieces=1)
     monkeypatch.setattr(gemm, "PIECE_MACS", 1)
-    one = fran.train_nn(model, X, y, batch_size=64)
+    one = fran.train_nn(model, X, y, batch_size=64, pieces=1)
     monkeypatch.setenv("FRAN_NUM_THREADS", threads)
     workers, real = set(), fran.parallel._executor
 
@@ -163,7 +164,7 @@ def test_products_cut_for_threads_keep_their_bits(monkeypatch, threads, net):
             return self.pool.map(task, tasks)
 
     monkeypatch.setattr(fran.parallel, "_executor", Together)
-    many = fran.train_nn(model, X, y, batch_size=64)
+    many = fran.train_nn(model, X, y, batch_size=64, pieces=1)
     assert len({w for w in workers if w.startswith("fran")}) >= 2  # really on several threads
     assert one == many
     for a, b in zip(tree_leaves(uncut.params), tree_leaves(one.params), strict=True):
@@ -174,8 +175,10 @@ def test_whole_batch_is_decided_by_the_layers_inside():
     assert not fran.engine.whole_batch(fran.network([fran.flatten(), fran.dense(3)]))
     # dropout is cut since issue 22: each piece draws its mask from its own key
     assert not fran.engine.whole_batch(fran.network([fran.flatten(), dropout(0.1)]))
-    assert fran.engine.whole_batch(fran.network([fran.flatten(), dropout(0.1), batchnorm()]))
-    assert fran.engine.whole_batch(fran.network([residual([batchnorm()])]))
+    # batch norm is cut since synchronised batch norm: its sums go through batch.sum
+    assert not fran.engine.whole_batch(fran.network([fran.flatten(), dropout(0.1), batchnorm()]))
+    assert not fran.engine.whole_batch(fran.network([residual([batchnorm()])]))
+    assert fran.engine.sums_batch(fran.network([residual([batchnorm()])]))
     assert not fran.engine.whole_batch(fran.network([residual([fran.dense(5)])]))
 
 

@@ -168,11 +168,13 @@ def test_every_per_sample_builtin_declares_it_and_proves_it(spec, shape):
     testing.check_per_sample(spec, params, x)
 
 
-def test_batch_norm_is_per_sample_at_inference_only_and_trains_whole():
+def test_batch_norm_is_per_sample_at_inference_only_and_trains_in_lockstep():
     caps = registry.capabilities(batchnorm())
-    assert caps.per_sample == "inference" and not caps.cut_in_training and caps.cut_in_inference
+    assert caps.per_sample == "inference" and caps.cut_in_inference
+    assert caps.cut_in_training and caps.sums_batch  # through batch.sum (needs_batch)
     net = network([dense(4), batchnorm(), residual([dense(4), batchnorm()])])
-    assert engine.whole_batch(net) and not engine.whole_batch_inference(net)
+    assert not engine.whole_batch(net) and engine.sums_batch(net)
+    assert not engine.whole_batch_inference(net)
     params = fran.init(batchnorm(), (3,), 0, dtype=np.float64)
     testing.check_per_sample(batchnorm(), params, np.random.default_rng(0).normal(size=(8, 3)))
 
@@ -268,7 +270,7 @@ def test_a_combinators_capabilities_are_those_of_the_layers_inside():
     assert plain == registry.Capabilities(False, False, False, True)
     assert plain.cut_in_training
     mixed = registry.capabilities(residual([dense(4), dropout(0.1)], shortcut=[batchnorm()]))
-    assert mixed == registry.Capabilities(True, True, True, "inference")
+    assert mixed == registry.Capabilities(True, True, True, "inference", sums_batch=True)
     net = registry.capabilities(network([flatten(), residual([dense(4)]), dropout(0.2)]))
     assert net.needs_rng and net.has_modes and not net.has_state and net.per_sample is True
     assert not engine.random(network([flatten(), residual([dense(4)])]))

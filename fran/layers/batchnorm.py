@@ -9,6 +9,9 @@ inference: xh = (x - mean_r) / sqrt(var_r + eps),  y = gamma xh + beta
 vjp (training, n values per channel, g = gamma dy):
     dx = (g - mean g - xh mean(g xh)) / sqrt(var + eps),  dgamma = sum dy xh,  dbeta = sum dy
 vjp (inference): dx = g / sqrt(var_r + eps), the same dgamma and dbeta.
+The batch's sums (of x, of (x - mu)^2 and, backwards, of dy and dy (x - mu)) are taken with
+`batch.sum`, so a batch cut into pieces (fran.parallel's lockstep) has the whole batch's
+statistics: synchronised batch norm, for any thread or rank count.
 Computed per channel c as affine maps of x - mu, with a = gamma / sqrt(var + eps) (fewer passes
 over the batch than the formulas as written, the same values; fran.kernels.batchnorm's
 scale_shift and input_grad make the elementwise passes):
@@ -74,10 +77,11 @@ def _sum_products(a, b):
     return np.einsum("ncp,ncp->c", a, b)
 
 
-def vjp(spec, params, x, *, training, state):  # apply: the registry's default, (y, state)
+# apply: the registry's default, (y, state)
+def vjp(spec, params, x, *, training, state, batch=registry.WHOLE_BATCH):
     N, C = x.shape[:2]
     xr = x.reshape(N, C, -1)  # (N, C, pixels); a view for conv outputs and dense inputs
-    n = N * xr.shape[2]
+    n = int(batch.sum(np.array(N * xr.shape[2]))) if training else N * xr.shape[2]
     if training and n < 2:
         raise ValueError(
             f"{spec!r}: expected more than 1 value per channel when training, got input "
@@ -86,9 +90,9 @@ def vjp(spec, params, x, *, training, state):  # apply: the registry's default, 
     dtype = x.dtype
     gamma, beta = params["gamma"].astype(dtype), params["beta"].astype(dtype)
     if training:
-        mu = xr.mean(axis=(0, 2))
+        mu = batch.sum(xr.sum(axis=(0, 2))) / n
         centred = xr - mu[:, None]
-        var = _sum_products(centred, centred) / n
+        var = batch.sum(_sum_products(centred, centred)) / n
         m = spec.momentum
         state = {
             "mean": (1 - m) * state["mean"] + m * mu,
@@ -102,9 +106,10 @@ def vjp(spec, params, x, *, training, state):  # apply: the registry's default, 
 
     def pullback(dy):
         dyr = dy.reshape(N, C, -1)
-        sum_dy, sum_dyc = dyr.sum(axis=(0, 2)), _sum_products(dyr, centred)
+        sum_dy, sum_dyc = dyr.sum(axis=(0, 2)), _sum_products(dyr, centred)  # this piece's
         if training:  # dx = a (dy - mean dy - mean(dy (x - mu)) (x - mu) / (var + eps))
-            dx = norm.input_grad(dyr, centred, a, a * sum_dy / n, a * inv * inv * sum_dyc / n)
+            all_dy, all_dyc = batch.sum((sum_dy, sum_dyc))  # the whole batch's
+            dx = norm.input_grad(dyr, centred, a, a * all_dy / n, a * inv * inv * all_dyc / n)
         else:
             dx = dyr * a[:, None]
         return {"gamma": inv * sum_dyc, "beta": sum_dy}, dx.reshape(x.shape)
@@ -122,5 +127,6 @@ registry.register(
     has_modes=True,
     init_state=init_state,
     state_shapes=state_shapes,
-    per_sample="inference",  # in training a sample's output depends on the batch's statistics
+    per_sample="inference",  # in training a sample's output depends on the batch's statistics,
+    needs_batch=True,  # through batch.sum alone: its batches are cut into lockstep pieces
 )

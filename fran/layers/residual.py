@@ -93,21 +93,23 @@ def _part(tree, branch):
     return None if tree is None else tree[branch]
 
 
-def apply(spec, params, x, *, state, training=False, rng=None):
+def apply(spec, params, x, *, state, training=False, rng=None, batch=None):
     rngs = engine.spawn(rng, 2)
     y, new_state = x, {}
     for (b, layers), r in zip(_branches(spec), rngs, strict=False):
-        out, new_state[b] = engine.serial_apply(layers, params[b], x, _part(state, b), r, training)
+        out, new_state[b] = engine.serial_apply(
+            layers, params[b], x, _part(state, b), r, training, batch
+        )
         y = out if b == "f" else y + out
     return (y + x if spec.shortcut is None else y), new_state
 
 
-def vjp(spec, params, x, *, state, training=False, rng=None):
+def vjp(spec, params, x, *, state, training=False, rng=None, batch=None):
     rngs = engine.spawn(rng, 2)
     outs, pullbacks, new_state = {}, {}, {}
     for (b, layers), r in zip(_branches(spec), rngs, strict=False):
         outs[b], pullbacks[b], new_state[b] = engine.serial_vjp(
-            layers, params[b], x, _part(state, b), r, training
+            layers, params[b], x, _part(state, b), r, training, batch
         )
     y = outs["f"] + (x if spec.shortcut is None else outs["g"])
 
@@ -122,7 +124,7 @@ def vjp(spec, params, x, *, state, training=False, rng=None):
 
 
 # a combinator: modes, a key and state only when a layer inside needs them, and per sample only
-# when every layer inside is (fran.registry.capabilities)
+# when every layer inside is (fran.registry.capabilities); it passes batch= on (batch norm's sums)
 registry.register(
     "residual",
     residual,
@@ -135,4 +137,5 @@ registry.register(
     state_shapes=state_shapes,
     per_sample=True,
     combinator=True,
+    needs_batch=True,
 )
