@@ -83,10 +83,11 @@ def test_another_piece_count_is_another_model():
     assert _result(2, "--pieces", "2")["final"] != _result(2, "--pieces", "4")["final"]
 
 
-def test_resume_on_another_rank_count_equals_an_uninterrupted_run(tmp_path):
-    want = _result(None, "--epochs", "3")
-    _result(2, "--epochs", "3", "--checkpoint", str(tmp_path), "--stop-after", "1")
-    got = _result(3, "--epochs", "3", "--checkpoint", str(tmp_path))
+@pytest.mark.parametrize("net", ["plain", "batchnorm"])
+def test_resume_on_another_rank_count_equals_an_uninterrupted_run(tmp_path, net):
+    want = _result(None, "--epochs", "3", "--net", net)
+    _result(2, "--epochs", "3", "--checkpoint", str(tmp_path), "--stop-after", "1", "--net", net)
+    got = _result(3, "--epochs", "3", "--checkpoint", str(tmp_path), "--net", net)
     assert got["final"] == want["final"] and got["eval"] == want["eval"]
     assert got["digests"] == want["digests"][1:]
 
