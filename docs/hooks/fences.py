@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 
-OPENING = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]+)[ \t]+[^{\s].*$", re.M)
+OPENING = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<lang>[\w+-]+)[ \t]+[^{\s].*$", re.M
+)
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:
