@@ -5,7 +5,7 @@ A block asks for one with a `fixture:NAME` info string. Blocks that load MNIST u
 so the block runs verbatim on a few hundred synthetic images of MNIST's shape instead.
 The ONNX section's blocks run in a scratch folder (`onnx_folder`); those that need ONNX Runtime or
 PyTorch (`needs_onnxruntime`, `needs_torch`) skip in the torch-free `tests` environment and run in
-`oracle`, which runs README.md's blocks too.
+`oracle`, which runs the blocks of README.md and of the pages under docs/ too.
 Blocks that load the word list use `small_words` (300 synthetic words) in the same way.
 """
 

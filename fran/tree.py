@@ -26,7 +26,7 @@ class _Mismatch(Exception):
 def tree_map(f: Callable, tree, *rest):
     """Apply f leafwise over trees of identical structure, rebuilding the same containers.
 
-    A structure mismatch raises ValueError naming the path, e.g. "[2]['w']".
+    A structure mismatch raises ValueError naming the path, e.g. `[2]['w']`.
     """
     try:
         return _map(f, tree, rest)

@@ -54,12 +54,12 @@ def test_run_without_arguments_prints_its_usage(tmp_path):
     shutil.copy(RUN, tmp_path / "run")
     result = _run(tmp_path)
     assert result.returncode == 2
-    assert "./run lenet5" in result.stderr and "./run tests,oracle,lint" in result.stderr
+    assert "./run lenet5" in result.stderr and "./run tests,oracle,lint,docs" in result.stderr
 
 
 def test_ci_runs_exactly_the_readmes_test_command():
     root = RUN.parent
     readme = (root / "README.md").read_text()
     ci = (root / ".ci" / "run").read_text()
-    assert "./run tests,oracle,lint   # the whole test suite" in readme
-    assert ci.strip().splitlines()[-1] == "./run tests,oracle,lint"
+    assert "./run tests,oracle,lint,docs   # the whole test suite" in readme
+    assert ci.strip().splitlines()[-1] == "./run tests,oracle,lint,docs"
