@@ -34,7 +34,11 @@ FLOATS = (np.float32, np.float64)
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 SYMBOLS = {"s": "scipy_cblas_sgemm64_", "d": "scipy_cblas_dgemm64_"}
 
-HELPERS = ("_im2col_block", "_corner_block")  # plain functions until _load_blas compiles them
+HELPERS = (
+    "_padded",
+    "_im2col_block",
+    "_corner_block",
+)  # plain functions until _load_blas compiles them
 _bound: bool | None = None
 _bind_lock = threading.Lock()
 
@@ -117,48 +121,55 @@ def input_grad_stride1(w2, dz, k, size, block, b0, b1, bufs, full):
     _input_grad_stride1(w2, dz, k, size[0], size[1], block, b0, b1, bufs[0], bufs[1], bufs[2], full)
 
 
-def _im2col_block(x, k, s, p, OH, OW, t0, t1, buf):
-    """buf[:, :t1-t0] = im2col(x)[:, t0:t1]: runs of one output row at a time, zeros outside x."""
+def _padded(x, p):
+    """x (N, C, H, W), any layout, as a C-contiguous copy zero-padded by p on each side."""
     N, C, H, W = x.shape
+    xp = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=x.dtype)
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                dst, src = xp[n, c, h + p, p:], x[n, c, h]
+                for w in range(W):  # loops from 0 over slices: Numba vectorises these
+                    dst[w] = src[w]
+    return xp
+
+
+def _im2col_block(xp, k, s, OH, OW, t0, t1, buf):
+    """buf[:, :t1-t0] = im2col(x)[:, t0:t1] from xp, x padded: runs of one output row each."""
+    C = xp.shape[1]
     L = OH * OW
+    n0, n1 = t0 // L, (t1 - 1) // L + 1  # the images, then each one's rows, the block meets
     for c in range(C):
         for i in range(k):
             for j in range(k):
                 row = buf[(c * k + i) * k + j]
-                qlo0 = (p - j + s - 1) // s if p > j else 0  # first q with s*q + j - p >= 0
-                qhi0 = (W + p - j + s - 1) // s if W + p > j else 0  # first q past the right edge
-                t = t0
-                while t < t1:
-                    n = t // L
-                    r = (t - n * L) // OW
-                    q0 = t - n * L - r * OW
-                    q1 = min(OW, q0 + t1 - t)
-                    h = s * r + i - p
-                    at = t - t0 - q0
-                    if h < 0 or h >= H:
-                        for q in range(q0, q1):
-                            row[at + q] = 0
-                    else:
-                        src = x[n, c, h]
-                        lo, hi = min(max(qlo0, q0), q1), max(min(qhi0, q1), q0)
-                        lo, hi = lo, max(hi, lo)
-                        for q in range(q0, lo):
-                            row[at + q] = 0
-                        for q in range(lo, hi):
-                            row[at + q] = src[s * q + j - p]
-                        for q in range(hi, q1):
-                            row[at + q] = 0
-                    t += q1 - q0
+                for n in range(n0, n1):
+                    r0 = max(0, (t0 - n * L) // OW)
+                    r1 = min(OH, (t1 - n * L + OW - 1) // OW)
+                    for r in range(r0, r1):
+                        t = n * L + r * OW
+                        src = xp[n, c, s * r + i]
+                        base = t - t0
+                        qa, qb = max(0, t0 - t), min(OW, t1 - t)
+                        if s == 1:  # contiguous: vectorised
+                            dst, src1 = row[base + qa : base + qb], src[qa + j : qb + j]
+                            for q in range(qb - qa):
+                                dst[q] = src1[q]
+                        else:
+                            dst, src1 = row[base + qa : base + qb], src[s * qa + j :]
+                            for q in range(qb - qa):
+                                dst[q] = src1[s * q]
 
 
 @kernels.jit
 def _correlate(x, w2, k, s, p, OH, OW, block, b0, b1, buf, z):
     O, K = w2.shape
     n = z.shape[1]
+    xp = _padded(x, p)
     for b in range(b0, b1):
         t0 = b * block
         t1 = min(n, t0 + block)
-        _im2col_block(x, k, s, p, OH, OW, t0, t1, buf)
+        _im2col_block(xp, k, s, OH, OW, t0, t1, buf)
         gemm(NO_TRANS, NO_TRANS, O, t1 - t0, K, w2, K, buf, block, z[:, t0:], n)
 
 
@@ -166,10 +177,11 @@ def _correlate(x, w2, k, s, p, OH, OW, block, b0, b1, buf, z):
 def _weight_grad_parts(x, dz, k, s, p, OH, OW, block, b0, b1, buf, parts):
     O, n = dz.shape
     K = buf.shape[0]
+    xp = _padded(x, p)
     for b in range(b0, b1):
         t0 = b * block
         t1 = min(n, t0 + block)
-        _im2col_block(x, k, s, p, OH, OW, t0, t1, buf)
+        _im2col_block(xp, k, s, OH, OW, t0, t1, buf)
         gemm(NO_TRANS, TRANS, O, K, t1 - t0, dz[:, t0:], n, buf, block, parts[b - b0], K)
 
 
@@ -189,13 +201,22 @@ def _corner_block(dz, OH, OW, Hp, Wp, t0, t1, buf):
     """buf[:, :t1-t0] = columns t0..t1 of dz laid in the top-left OH x OW corner of (N, Hp, Wp)."""
     O = dz.shape[0]
     HW = Hp * Wp
+    n0, n1 = t0 // HW, (t1 - 1) // HW + 1
     for o in range(O):
-        row, src = buf[o], dz[o]
-        for t in range(t0, t1):
-            n = t // HW
-            h = (t - n * HW) // Wp
-            w = t - n * HW - h * Wp
-            row[t - t0] = src[(n * OH + h) * OW + w] if h < OH and w < OW else 0
+        for n in range(n0, n1):
+            for h in range(max(0, (t0 - n * HW) // Wp), min(Hp, (t1 - n * HW + Wp - 1) // Wp)):
+                t = n * HW + h * Wp
+                qa, qb = max(0, t0 - t), min(Wp, t1 - t)
+                dst = buf[o, t - t0 + qa : t - t0 + qb]
+                if h < OH:
+                    src = dz[o, (n * OH + h) * OW + qa :]
+                    for q in range(min(OW, qb) - qa):  # loops from 0 over slices: vectorised
+                        dst[q] = src[q]
+                    for q in range(max(0, OW - qa), qb - qa):
+                        dst[q] = 0
+                else:
+                    for q in range(qb - qa):
+                        dst[q] = 0
 
 
 @kernels.jit
@@ -224,8 +245,13 @@ def _input_grad_stride1(w2, dz, k, Hp, Wp, block, b0, b1, cb, prev, cur, full):
                 d = cur[c * kk + ij]
                 dp = prev[c * kk + ij]
                 # out[l] += D[l - sh] for l >= sh: from the block before while l - sh < t0
-                for t in range(max(0, sh - t0), min(sh, m)):
-                    out[t] += dp[t - sh + block]
-                for t in range(sh, m):
-                    out[t] += d[t - sh]
+                a, e = max(0, sh - t0), min(sh, m)
+                if a < e:
+                    o1, d1 = out[a:e], dp[a - sh + block :]
+                    for t in range(e - a):
+                        o1[t] += d1[t]
+                if sh < m:
+                    o2 = out[sh:]
+                    for t in range(m - sh):
+                        o2[t] += d[t]
         prev, cur = cur, prev

@@ -72,15 +72,28 @@ def lay_out(x, w, stride: int, padding: int, plain: bool = False) -> Tape:
     if not plain and stride == 1 and O < C:
         wt = w.transpose(2, 3, 0, 1).reshape(k * k * O, C)
         return Tape(w, stride, padding, plain, x.shape, out, None, padded_rows(x, padding), wt)
-    if not plain and implicit(x.dtype, O, C * k * k, N * out[0] * out[1]):
+    if not plain and implicit(x.dtype, O, k, C * k * k, N, out):
         return Tape(w, stride, padding, plain, x.shape, out, None, x=x)
     return Tape(w, stride, padding, plain, x.shape, out, im2col(x, k, stride, padding))
 
 
-def implicit(dtype, O: int, K: int, n: int) -> bool:
-    """Whether an im2col layer's products take the implicit GEMM: compiled kernels on, and a
-    small weight matrix (O, K = C*k*k), which _gemm multiplies in column blocks."""
-    return _gemm.implicit_fits(O, K, n, np.dtype(dtype).itemsize) and conv_kernels.available(dtype)
+IMPLICIT_KERNELS = (3,)  # k x k sizes that take it
+IMPLICIT_MIN_OUTPUTS = 16  # channels out, at least (fewer: the products are too thin to gain)
+IMPLICIT_MIN_PIXELS = 196  # output pixels per image, at least (LeNet's 10 x 10 maps lose)
+
+
+def implicit(dtype, O: int, k: int, K: int, N: int, out: tuple) -> bool:
+    """Whether an im2col layer's products take the implicit GEMM: compiled kernels on, a small
+    weight matrix (O, K = C*k*k), which _gemm multiplies in column blocks, and a 3x3 layer of
+    the sizes where it measured faster (benchmarks/conv_shapes.py; 1x1 and 5x5 layers lost)."""
+    n = N * out[0] * out[1]
+    return (
+        k in IMPLICIT_KERNELS
+        and O >= IMPLICIT_MIN_OUTPUTS
+        and out[0] * out[1] >= IMPLICIT_MIN_PIXELS
+        and _gemm.implicit_fits(O, K, n, np.dtype(dtype).itemsize)
+        and conv_kernels.available(dtype)
+    )
 
 
 def correlate(tape: Tape, b=None) -> np.ndarray:
