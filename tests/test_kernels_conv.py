@@ -248,3 +248,28 @@ def test_a_second_process_loads_the_conv_kernels_from_the_cache(tmp_path):
     out = second.stdout + second.stderr
     assert "data loaded" in out and "data saved" not in out, out[-2000:]
     assert os.listdir(tmp_path)
+
+
+# ---------------------------------------------------------------- residual add + relu
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_first", "sliced", "mixed"])
+def test_add_relu_is_bitwise_the_reference_in_bits_and_layout(dtype, layout):
+    from fran.kernels import epilogue
+
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal((4, 3, 5, 6)).astype(dtype) for _ in range(2))
+    a.ravel()[:4] = [0.0, -0.0, np.nan, -1.0]
+    b.ravel()[:4] = [-0.0, -0.0, 1.0, 1.0]  # +0, -0 -> +0 (np.maximum), NaN kept, -1 + 1 = 0
+    a = _layout(a, "channels_first" if layout == "mixed" else layout)
+    b = _layout(b, layout if layout != "mixed" else "nchw")
+    dy = rng.standard_normal(a.shape).astype(dtype)
+    ref = epilogue.add_relu_reference(a, b)
+    with kernels.using("numba"):
+        y = epilogue.add_relu(a, b)
+        dz = epilogue.relu_grad(y, dy)
+    _same(np.nan_to_num(y), np.nan_to_num(ref), layout)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    _same(dz, epilogue.relu_grad_reference(ref, dy), layout)
+    assert not np.signbit(y[~np.isnan(y)]).any()
