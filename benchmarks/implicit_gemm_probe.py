@@ -1,5 +1,6 @@
-"""Probe for issue 27 item 2 (not wired into fran): an implicit-GEMM convolution forward in one
-compiled, GIL-free Numba function calling OpenBLAS's sgemm by symbol name.
+"""Probe for issue 27 item 2: an implicit-GEMM convolution forward in one compiled, GIL-free
+Numba function calling OpenBLAS's sgemm by symbol name. Superseded by fran/kernels/conv.py (the
+wired kernels: forward, weight and input gradients) and benchmarks/conv_shapes.py (their bench).
 
 NumPy's wheels carry OpenBLAS as numpy.libs/libscipy_openblas64_*.so, whose CBLAS symbols are
 prefixed (scipy_cblas_sgemm64_, 64-bit ints). llvmlite.binding.load_library_permanently makes

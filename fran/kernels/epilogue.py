@@ -46,6 +46,22 @@ def relu_grad(z: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return relu_grad_reference(z, dy)
 
 
+def add_relu(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """y = relu(a + b) in one pass (a residual block's sum and the relu after it), laid out like
+    a + b; its gradient is relu_grad(y, dy) ([y > 0] = [a + b > 0]), the same dz to both terms."""
+    if kernels.compiled() and a.dtype == b.dtype and a.dtype in FLOATS:
+        flat = _flat(a, b)
+        if flat is not None:
+            y = np.empty_like(a)
+            _add_relu_flat(*flat, y.ravel(order="K"))
+            return y
+    return add_relu_reference(a, b)
+
+
+def add_relu_reference(a, b):
+    return np.maximum(a + b, 0)
+
+
 def relu_grad_reference(z, dy):
     return np.multiply(dy, z > 0, out=np.empty_like(dy))  # dy's layout, strides too, as the twin's
 
@@ -97,3 +113,12 @@ def _bias_relu_cols(p, b, y):
 def _relu_grad_flat(z, dy, dz):
     for t in range(dy.size):
         dz[t] = dy[t] * (1 if z[t] > 0 else 0)
+
+
+@kernels.jit
+def _add_relu_flat(a, b, y):
+    for t in range(y.size):
+        y[t] = a[t] + b[t]  # stored first: rounded to y's dtype, as NumPy's a + b
+        v = y[t]
+        if not (v > 0 or v != v):  # as np.maximum(v, 0): NaN stays, -0.0 becomes 0.0
+            y[t] = 0

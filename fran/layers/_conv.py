@@ -15,6 +15,9 @@ reads directly; col2im is its adjoint. For stride 1 with fewer outputs than inpu
 output side is cheaper: multiply first, then add k*k shifted slices (see padded_rows below).
 Products with these wide matrices run in column blocks (fran/layers/_gemm.py). 3x3 stride-1
 layers with many channels take Winograd's F(2x2, 3x3) instead (_winograd, the rule in pays()).
+Layers with few channels take the compiled implicit GEMM where it is available (fran.kernels.conv:
+im2col's blocks made and multiplied in cache, never the whole matrix; the rule in implicit()):
+the same products in the same order, so bitwise the im2col path.
 plain=True keeps whole products and im2col/col2im only (conv2d_transpose's own path).
 Past timings of these choices: benchmarks/README.md, "Kernel notes".
 """
@@ -26,8 +29,9 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from fran.kernels import conv as conv_kernels
 from fran.kernels import epilogue
-from fran.layers import _winograd
+from fran.layers import _gemm, _winograd
 from fran.layers._gemm import matmul_wide, matmul_wide_t
 
 
@@ -49,6 +53,7 @@ class Tape(NamedTuple):
     X: np.ndarray | None = None  # padded_rows(x) (C, N*Hp*Wp), output side only
     wt: np.ndarray | None = None  # w as (k*k*O, C), rows ordered (i, j, o), output side only
     wino: _winograd.Wino | None = None  # Winograd's transformed tiles (3x3, stride 1) instead
+    x: np.ndarray | None = None  # x itself for the implicit GEMM (its im2col made block by block)
 
     def as_nchw(self, z2: np.ndarray) -> np.ndarray:
         """A result matrix (O, N*OH*OW) as an NCHW view (N, O, OH, OW)."""
@@ -67,7 +72,28 @@ def lay_out(x, w, stride: int, padding: int, plain: bool = False) -> Tape:
     if not plain and stride == 1 and O < C:
         wt = w.transpose(2, 3, 0, 1).reshape(k * k * O, C)
         return Tape(w, stride, padding, plain, x.shape, out, None, padded_rows(x, padding), wt)
+    if not plain and implicit(x.dtype, O, k, C * k * k, N, out):
+        return Tape(w, stride, padding, plain, x.shape, out, None, x=x)
     return Tape(w, stride, padding, plain, x.shape, out, im2col(x, k, stride, padding))
+
+
+IMPLICIT_KERNELS = (3,)  # k x k sizes that take it
+IMPLICIT_MIN_OUTPUTS = 16  # channels out, at least (fewer: the products are too thin to gain)
+IMPLICIT_MIN_PIXELS = 196  # output pixels per image, at least (LeNet's 10 x 10 maps lose)
+
+
+def implicit(dtype, O: int, k: int, K: int, N: int, out: tuple) -> bool:
+    """Whether an im2col layer's products take the implicit GEMM: compiled kernels on, a small
+    weight matrix (O, K = C*k*k), which _gemm multiplies in column blocks, and a 3x3 layer of
+    the sizes where it measured faster (benchmarks/conv_shapes.py; 1x1 and 5x5 layers lost)."""
+    n = N * out[0] * out[1]
+    return (
+        k in IMPLICIT_KERNELS
+        and O >= IMPLICIT_MIN_OUTPUTS
+        and out[0] * out[1] >= IMPLICIT_MIN_PIXELS
+        and _gemm.implicit_fits(O, K, n, np.dtype(dtype).itemsize)
+        and conv_kernels.available(dtype)
+    )
 
 
 def correlate(tape: Tape, b=None) -> np.ndarray:
@@ -75,8 +101,12 @@ def correlate(tape: Tape, b=None) -> np.ndarray:
     O, k = tape.w.shape[0], tape.w.shape[2]
     if tape.wino is not None:
         return _winograd.correlate(tape.wino, b)
-    if tape.cols is not None:
-        z = (np.matmul if tape.plain else matmul_wide)(tape.w.reshape(O, -1), tape.cols)
+    if tape.cols is not None or tape.x is not None:
+        if tape.x is not None:
+            w2 = np.ascontiguousarray(tape.w.reshape(O, -1))
+            z = _gemm.implicit_correlate(tape.x, w2, k, tape.stride, tape.padding, tape.out)
+        else:
+            z = (np.matmul if tape.plain else matmul_wide)(tape.w.reshape(O, -1), tape.cols)
         if b is not None:
             z += b.reshape(O, 1)
         return z
@@ -92,7 +122,7 @@ def correlate(tape: Tape, b=None) -> np.ndarray:
 def correlate_act(tape: Tape, b, activation: str):
     """(z, y): z = correlate(tape, b) and y = act(z); on the im2col path the bias and the
     activation run in one pass over the product (fran.kernels.epilogue)."""
-    if tape.cols is not None:
+    if tape.cols is not None or tape.x is not None:
         return epilogue.bias_act(correlate(tape), b, activation)
     return epilogue.bias_act(correlate(tape, b), None, activation)
 
@@ -105,6 +135,8 @@ def correlate_vjp(tape: Tape, dz: np.ndarray, input_grad: bool = True):
     O, k = tape.w.shape[0], tape.w.shape[2]
     if tape.wino is not None:
         return _winograd.correlate_vjp(tape.wino, dz, input_grad)
+    if tape.x is not None:
+        return _implicit_vjp(tape, np.ascontiguousarray(dz), input_grad)
     if tape.cols is not None:
         product_t = (lambda a, b: a @ b.T) if tape.plain else matmul_wide_t
         dw = product_t(dz, tape.cols).reshape(tape.w.shape)
@@ -119,6 +151,24 @@ def correlate_vjp(tape: Tape, dz: np.ndarray, input_grad: bool = True):
     if not input_grad:
         return dw, None
     return dw, matmul_wide(tape.wt.T, D).reshape(C, N, Hp, Wp)[:, :, p : p + H, p : p + W]
+
+
+def _implicit_vjp(tape: Tape, dz: np.ndarray, input_grad: bool):
+    """correlate_vjp's im2col branch on the implicit GEMM (dx of stride > 1: the reference)."""
+    N, C, H, W = tape.x_shape
+    s, p, (OH, OW) = tape.stride, tape.padding, tape.out
+    O, k = tape.w.shape[0], tape.w.shape[2]
+    dw = _gemm.implicit_weight_grad(tape.x, dz, k, s, p, tape.out, C * k * k)
+    if not input_grad:
+        return dw.reshape(tape.w.shape), None
+    full, size = None, (H + 2 * p, W + 2 * p)
+    if s == 1:
+        w2 = np.ascontiguousarray(tape.w.reshape(O, -1))
+        full = _gemm.implicit_input_grad_stride1(w2, dz, k, size, N)
+    if full is None:
+        dz4 = dz.reshape(O, N, OH, OW)
+        return dw.reshape(tape.w.shape), correlate_input_grad(dz4, tape.w, s, p, (H, W))
+    return dw.reshape(tape.w.shape), full.reshape(C, N, *size)[:, :, p : p + H, p : p + W]
 
 
 def correlate_input_grad(dz, w, stride: int, padding: int, size: tuple, plain: bool = False):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from fran import parallel
+from fran.kernels import conv as conv_kernels
 
 GEMM_BLOCK_BYTES = 1 << 19
 SMALL_MATRIX = 4096  # M * K at most this: compute in column blocks
@@ -106,3 +107,81 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _summed(
         parallel.for_pieces(lambda i: a[i : i + block].T @ b[i : i + block], range(0, n, block))
     )
+
+
+# Implicit-GEMM convolutions (fran.kernels.conv): the im2col products above without the im2col
+# matrix, walking the column blocks matmul_wide/matmul_wide_t would (so bitwise the same), in
+# one compiled call per run of blocks. In a whole-batch region the blocks are cut into PIECES
+# fixed runs for fran's threads; the bits do not depend on the runs either.
+
+
+def implicit_blocks(m: int, k: int, n: int, itemsize: int) -> tuple:
+    """(columns per block, number of blocks) of the reference's product (m, k) x (k, n)."""
+    block = min(n, _block_columns(m, k, itemsize) or n)
+    return block, -(-n // block)
+
+
+def implicit_fits(m: int, k: int, n: int, itemsize: int) -> bool:
+    """Whether the reference multiplies (m, k) x (k, n) in column blocks of sgemm/dgemm calls
+    alone: a small matrix, and no call with one row or column (NumPy takes gemv for those)."""
+    block, _ = implicit_blocks(m, k, n, itemsize)
+    return m * k <= SMALL_MATRIX and m > 1 and k > 1 and n > 1 and n % block != 1
+
+
+def _runs(blocks: int, macs_per_block: int) -> list:
+    """Fixed runs [b0, b1) of the blocks: PIECES of them in a whole-batch region, else one."""
+    pieces = min(PIECES, blocks * macs_per_block // PIECE_MACS, blocks)
+    if not parallel.in_whole_batch_region() or pieces < 2:
+        return [(0, blocks)]
+    cut = -(-blocks // pieces)
+    return [(b, min(blocks, b + cut)) for b in range(0, blocks, cut)]
+
+
+def implicit_correlate(x, w2, k: int, s: int, p: int, out: tuple):
+    """w2 (O, C*k*k) @ im2col(x, k, s, p): z (O, N*OH*OW)."""
+    O, K = w2.shape
+    n = x.shape[0] * out[0] * out[1]
+    block, blocks = implicit_blocks(O, K, n, x.itemsize)
+    z = np.empty((O, n), dtype=x.dtype)
+
+    def run(r):
+        buf = np.empty((K, block), dtype=x.dtype)
+        conv_kernels.correlate(x, w2, k, s, p, out, block, r[0], r[1], buf, z)
+
+    parallel.for_pieces(run, _runs(blocks, block * O * K))
+    return z
+
+
+def implicit_weight_grad(x, dz, k: int, s: int, p: int, out: tuple, K: int):
+    """dz (O, N*OH*OW) @ im2col(x, k, s, p).T: dw (O, C*k*k), the blocks added in block order."""
+    O, n = dz.shape
+    block, blocks = implicit_blocks(O, K, n, x.itemsize)
+    parts = np.empty((blocks, O, K), dtype=x.dtype)
+
+    def run(r):
+        buf = np.empty((K, block), dtype=x.dtype)
+        conv_kernels.weight_grad_parts(x, dz, k, s, p, out, block, *r, buf, parts[r[0] : r[1]])
+
+    parallel.for_pieces(run, _runs(blocks, block * O * K))
+    dw = np.empty((O, K), dtype=x.dtype)
+    conv_kernels.sum_in_order(parts, dw)
+    return dw
+
+
+def implicit_input_grad_stride1(w2, dz, k: int, size: tuple, N: int):
+    """conv_input_grad_stride1 of fran.layers._conv for a padded input size (Hp, Wp): the full
+    (C, N*Hp*Wp), or None where its largest shift passes a block (the reference then)."""
+    O, K = w2.shape
+    Hp, Wp = size
+    n = N * Hp * Wp
+    block, blocks = implicit_blocks(K, O, n, dz.itemsize)
+    if not implicit_fits(K, O, n, dz.itemsize) or ((k - 1) * (Wp + 1) > block and blocks > 1):
+        return None
+    full = np.empty((K // (k * k), n), dtype=dz.dtype)
+
+    def run(r):
+        bufs = np.empty((3, max(K, O), block), dtype=dz.dtype)
+        conv_kernels.input_grad_stride1(w2, dz, k, size, block, *r, bufs, full)
+
+    parallel.for_pieces(run, _runs(blocks, block * O * K))
+    return full
