@@ -64,9 +64,16 @@ class DistributedError(RuntimeError):
     """The ranks disagree (different models) or one of them is dead or hung."""
 
 
-def world(comm=None):
-    """The communicator fran uses: comm, or MPI.COMM_WORLD."""
-    return MPI.COMM_WORLD if comm is None else comm
+def world(comm=None, fn: str = "fran.distributed"):
+    """The communicator fran uses: comm, or MPI.COMM_WORLD; anything else is a TypeError."""
+    if comm is None:
+        return MPI.COMM_WORLD
+    if not isinstance(comm, MPI.Comm):
+        raise TypeError(
+            f"{fn}: comm must be an mpi4py communicator (an MPI.Comm such as MPI.COMM_WORLD), "
+            f"got {type(comm).__name__} {comm!r}"
+        )
+    return comm
 
 
 def rank(comm=None) -> int:
@@ -123,15 +130,22 @@ def _setup(comm):
     return work
 
 
-def _timeout(timeout) -> float:
+def _timeout(timeout, fn: str = "fran.distributed") -> float:
     if timeout is None:
         value = os.environ.get(TIMEOUT_ENV, "").strip()
         try:
             timeout = float(value) if value else DEFAULT_TIMEOUT
         except ValueError:
-            raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds, got {value!r}") from None
-    if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
-        raise ValueError(f"fran.distributed: timeout must be a positive number, got {timeout!r}")
+            raise ValueError(
+                f"{fn}: {TIMEOUT_ENV} must be a number of seconds, got {value!r}"
+            ) from None
+    if not (
+        isinstance(timeout, (int, float))
+        and not isinstance(timeout, bool)
+        and timeout > 0
+        and math.isfinite(timeout)
+    ):
+        raise ValueError(f"{fn}: timeout must be a positive number, got {timeout!r} (seconds)")
     return float(timeout)
 
 
@@ -295,6 +309,9 @@ def model_digest(model: Model) -> bytes:
     """sha256 over the model's params, state, optimizer state and counters."""
     h = hashlib.sha256(f"{model.epoch},{model.step}".encode())
     for leaf in tree_leaves((model.params, model.state, model.opt_state)):
+        if leaf is None:  # a fresh model's opt_state: a marker, not an object's bytes
+            h.update(b"None")
+            continue
         a = np.asarray(leaf)
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
@@ -303,7 +320,8 @@ def model_digest(model: Model) -> bytes:
 
 def check_same_model(model: Model, comm=None, *, timeout=None) -> None:
     """Raise DistributedError on every rank unless every rank holds bitwise this model."""
-    _compare(model, _setup(world(comm)), _timeout(timeout))
+    fn = "fran.distributed.check_same_model"
+    _compare(model, _setup(world(comm, fn)), _timeout(timeout, fn))
 
 
 def _compare(model: Model, comm, timeout: float) -> None:
@@ -413,12 +431,15 @@ def train_nn(
     same step) if the loss becomes NaN or inf, DistributedError if the ranks end the epoch with
     different models."""
     fn = "fran.distributed.train_nn"
-    comm = _setup(world(comm))  # fran's own duplicate of it
-    timeout = _timeout(timeout)
+    comm, timeout = world(comm, fn), _timeout(timeout, fn)
+    try:
+        pieces = parallel.num_pieces(pieces)
+    except ValueError as exc:
+        raise ValueError(f"{fn}: {exc}") from None
+    comm = _setup(comm)  # fran's own duplicate of it
     model, optimizer, loss, X, y = _train.prepare_training(
         fn, model, X, y, optimizer=optimizer, loss=loss, batch_size=batch_size
     )
-    pieces = parallel.num_pieces(pieces)
     seed = model.seed if seed is None else seed
     epoch = model.epoch
     order = np.random.default_rng([seed, epoch]).permutation(len(X))  # as train.minibatches
@@ -452,8 +473,8 @@ def evaluate_nn(
     own run of pieces (fran.parallel.inference_cuts), one allgather brings them all to every
     rank, and every rank scores them: bitwise the single-process result, on every rank."""
     fn = "fran.distributed.evaluate_nn"
-    comm = _setup(world(comm))  # fran's own duplicate of it
-    timeout = _timeout(timeout)
+    comm, timeout = world(comm, fn), _timeout(timeout, fn)
+    comm = _setup(comm)  # fran's own duplicate of it
     model, loss, X, y, body, forward = _train.prepare_evaluation(
         fn, model, X, y, loss=loss, batch_size=batch_size
     )

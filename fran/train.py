@@ -73,8 +73,11 @@ def prepare_inputs(fn: str, model: Model, X) -> np.ndarray:
                 f"{want} (X shape {X.shape})"
             )
         X = X.reshape((X.shape[0], *want))
-    if X.dtype.kind in "iu" and engine.takes_ids(model.spec):
-        return X  # token ids: the embedding checks their range
+    if engine.takes_ids(model.spec):
+        if X.dtype.kind == "b":  # as fran.apply: True/False are not token ids
+            raise TypeError(f"{fn}: X holds token ids for {model.spec.layers[0]!r}; got dtype bool")
+        if X.dtype.kind in "iu":
+            return X  # token ids: the embedding checks their range
     X = X.astype(model.dtype, copy=False)
     if not np.isfinite(X).all():
         bad = int(np.count_nonzero(~np.isfinite(X)))
@@ -265,12 +268,13 @@ def step_with(optimizer: Optimizer, loss: Loss, model: Model, mean) -> tuple[Mod
     params, state = _head(model.params, cut), _head(model.state, cut)
     split = not engine.whole_batch(body)
     keyed = split and engine.random(body)  # each piece draws from its own key
-    key = training_key(model) if engine.random(body) and not keyed else None
+    # the step's key: for a batch computed whole (also a cut one whose piece counts nothing)
+    key = training_key(model) if engine.random(body) else None
     lockstep = split and engine.sums_batch(body)  # batch norm: pieces share the batch's sums
 
     def loss_and_grads(x, target, piece=None, batch=None, weight=1.0):
         # the layer-level call: the batch was checked, so no second check per piece
-        rng = engine.as_rng(piece_key(model, piece) if keyed else key)
+        rng = engine.as_rng(piece_key(model, piece) if keyed and piece is not None else key)
         y, pullback, new_state = engine.layer_vjp(body, params, x, state, rng, True, batch)
         value, dy = loss.fn(y, target)
         # a lockstep piece pulls back its weight in the batch's mean loss: the batch sums
