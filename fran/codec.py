@@ -32,6 +32,7 @@ from fran import registry
 from fran.files import CheckpointError, Reader
 from fran.optim import LEGACY_STATES, STATE_NAME, from_legacy, known_state, state_name
 from fran.tree import freeze, tree_items, tree_map
+from fran.validate import non_negative_int, number
 
 META_MAX_DEPTH = 64  # nesting of JSON objects/lists in a file's JSON, nested network specs included
 STATE_DTYPE_KINDS = "fiub"  # the arrays and NumPy scalars an optimizer state may hold
@@ -215,14 +216,6 @@ def encode_state(value, path: tuple, arrays: dict) -> Any:
 # ----------------------------------------------------------------------------- JSON -> states
 
 
-def _is_count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
 def read_tree(reader: Reader, prefix: str, like, dtype: np.dtype):
     """The tree shaped as `like` (leaves giving shapes) read from entries <prefix>/<path>, read-only."""
 
@@ -259,7 +252,7 @@ class _LegacyStateLayout:
             or set(self.scalars) - fields
             or set(inner) - fields
             or set(inner) & set(self.scalars)
-            or not all(_is_number(v) for v in self.scalars.values())
+            or not all(number.test(v) for v in self.scalars.values())
             or not all(isinstance(v, list) for v in inner.values())
         ):
             raise reader.fail(f"invalid {self.cls.__name__} fields {entry!r}")
@@ -374,7 +367,9 @@ class _StateLayout:
     def _array(self, node, path: tuple):
         shape = node["array"]
         if set(node) != {"array", "dtype"} or not (
-            isinstance(shape, list) and len(shape) <= 32 and all(_is_count(n) for n in shape)
+            isinstance(shape, list)
+            and len(shape) <= 32
+            and all(non_negative_int.test(n) for n in shape)
         ):
             raise self.fail(
                 path, f"an array is {{'array': shape, 'dtype': str}}, got {_short(node)}"

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import errno
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -63,6 +61,7 @@ from fran.files import (
 )
 from fran.model import Model
 from fran.tree import tree_items, tree_leaves
+from fran.validate import Check, non_negative_int, shape_tuple
 
 __all__ = [  # fran.io's public names (the codec's and the files' too, as before they moved)
     "CHECKPOINT_NAME",
@@ -201,24 +200,25 @@ def _read_meta(reader: Reader) -> dict:
     return meta
 
 
-def _field(reader: Reader, meta: dict, key: str, check: Callable[[Any], bool], what: str):
+_OBJECT = Check(lambda v: isinstance(v, dict), "an object")
+_INTEGER = Check(lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+_NAME = Check(lambda v: isinstance(v, str), "a dtype name")
+
+
+def _field(reader: Reader, meta: dict, key: str, check: Check):
     value = meta.get(key)
-    if not check(value):
-        raise reader.fail(f"metadata field {key!r} must be {what}, got {value!r}")
+    if not check.test(value):
+        raise reader.fail(f"metadata field {key!r} must be {check.expected}, got {value!r}")
     return value
 
 
-def _is_count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
 def _read_spec(reader: Reader, meta: dict) -> engine.network:
-    net = _field(reader, meta, "network", lambda v: isinstance(v, dict), "an object")
+    net = _field(reader, meta, "network", _OBJECT)
     layers = net.get("layers")
     if not isinstance(layers, list) or not layers:
         raise reader.fail(f"network layers must be a non-empty list, got {layers!r}")
     for key in ("epoch", "step"):
-        if not _is_count(net.get(key)):
+        if not non_negative_int.test(net.get(key)):
             raise reader.fail(f"network {key} must be an integer >= 0, got {net.get(key)!r}")
     try:
         specs = [decode_spec(entry, f"layer {i}") for i, entry in enumerate(layers)]
@@ -274,24 +274,16 @@ def _expected_state(reader: Reader, spec: engine.network, input_shape: tuple, dt
 
 def _settings(reader: Reader, meta: dict) -> tuple[tuple, int, np.dtype, dict]:
     """(input_shape, seed, params dtype, user metadata), validated."""
-    input_shape = _field(
-        reader,
-        meta,
-        "input_shape",
-        lambda v: isinstance(v, list) and v and all(_is_count(n) and n > 0 for n in v),
-        "a list of positive integers",
-    )
-    seed = _field(
-        reader, meta, "seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"
-    )
-    dtype_name = _field(reader, meta, "dtype", lambda v: isinstance(v, str), "a dtype name")
+    input_shape = _field(reader, meta, "input_shape", shape_tuple)
+    seed = _field(reader, meta, "seed", _INTEGER)
+    dtype_name = _field(reader, meta, "dtype", _NAME)
     try:
         dtype = np.dtype(dtype_name)
     except TypeError:
         raise reader.fail(f"unknown dtype {dtype_name!r}") from None
     if dtype.kind != "f":
         raise reader.fail(f"params dtype must be floating point, got {dtype}")
-    user = _field(reader, meta, "metadata", lambda v: isinstance(v, dict), "an object")
+    user = _field(reader, meta, "metadata", _OBJECT)
     return tuple(input_shape), seed, dtype, user
 
 
