@@ -32,7 +32,6 @@ whether a model's state can continue under another optimizer.
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fran.tree import freeze, ravel, tree_leaves, tree_map, tree_zeros_like
+from fran.validate import boolean, in_range, non_negative, number, positive
 
 
 class Optimizer(NamedTuple):
@@ -247,33 +247,8 @@ def describe(state) -> str:
 # ---------------------------------------------------------------- validation
 
 
-def _number(value) -> bool:
-    """A finite real number: Python's or NumPy's, but not a bool."""
-    return (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, (bool, np.bool_))
-        and math.isfinite(value)
-    )
-
-
-def _positive(name, value, what):
-    if not (_number(value) and value > 0):
-        raise ValueError(f"{name}: {what} must be a number > 0, got {value!r}")
-
-
-def _non_negative(name, value, what):
-    if not (_number(value) and value >= 0):
-        raise ValueError(f"{name}: {what} must be a number >= 0, got {value!r}")
-
-
-def _fraction(name, value, what):
-    if not (_number(value) and 0 <= value < 1):
-        raise ValueError(f"{name}: {what} must be in [0, 1), got {value!r}")
-
-
-def _closed_fraction(name, value, what):
-    if not (_number(value) and 0 <= value <= 1):
-        raise ValueError(f"{name}: {what} must be in [0, 1], got {value!r}")
+_FRACTION = in_range(0, 1, closed="left")  # a momentum or a decay rate: [0, 1)
+_CLOSED_FRACTION = in_range(0, 1)  # rmsprop's alpha, adadelta's rho: [0, 1]
 
 
 def _learning_rate(name: str, lr) -> Callable[[int], float]:
@@ -282,7 +257,7 @@ def _learning_rate(name: str, lr) -> Callable[[int], float]:
 
         def schedule(step: int) -> float:
             value = lr(step)
-            if not (_number(value) and value >= 0):
+            if not non_negative.test(value):
                 raise ValueError(
                     f"{name}: the lr schedule returned {value!r} at step {step} "
                     f"(it must be a finite number >= 0)"
@@ -290,13 +265,13 @@ def _learning_rate(name: str, lr) -> Callable[[int], float]:
             return float(value)
 
         return schedule
-    _positive(name, lr, "lr (a number or a schedule step -> lr)")
+    positive.check(name, "lr (a number or a schedule step -> lr)", lr)
     value = float(lr)
     return lambda step: value
 
 
 def _show(lr) -> str:
-    return repr(float(lr)) if _number(lr) else getattr(lr, "__name__", "schedule")
+    return repr(float(lr)) if number.test(lr) else getattr(lr, "__name__", "schedule")
 
 
 # ---------------------------------------------------------------- composition
@@ -354,7 +329,7 @@ def add_decayed_weights(weight_decay: float) -> Optimizer:
     Returns:
         A stateless transformation (state EmptyState()).
     """
-    _non_negative("add_decayed_weights", weight_decay, "weight_decay")
+    non_negative.check("add_decayed_weights", "weight_decay", weight_decay)
 
     def update(grads, state, params):
         if weight_decay == 0:
@@ -377,9 +352,8 @@ def trace(decay: float, nesterov: bool = False) -> Optimizer:
         A transformation whose state is TraceState(trace).
     """
     fn = "trace"
-    _fraction(fn, decay, "decay (momentum)")
-    if not isinstance(nesterov, bool):
-        raise ValueError(f"{fn}: nesterov must be True or False, got {nesterov!r}")
+    _FRACTION.check(fn, "decay (momentum)", decay)
+    boolean.check(fn, "nesterov", nesterov)
     if nesterov and decay == 0:
         raise ValueError(f"{fn}: nesterov=True needs momentum > 0 (as torch.optim.SGD)")
 
@@ -408,9 +382,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Opti
         A transformation whose state is ScaleByAdamState(count, mu, nu).
     """
     fn = "scale_by_adam"
-    _fraction(fn, b1, "b1")
-    _fraction(fn, b2, "b2")
-    _positive(fn, eps, "eps")
+    _FRACTION.check(fn, "b1", b1)
+    _FRACTION.check(fn, "b2", b2)
+    positive.check(fn, "eps", eps)
 
     def init(params):
         return ScaleByAdamState(0, freeze(tree_zeros_like(params)), freeze(tree_zeros_like(params)))
@@ -443,8 +417,8 @@ def scale_by_rms(alpha: float = 0.99, eps: float = 1e-8) -> Optimizer:
         A transformation whose state is ScaleByRmsState(square_avg).
     """
     fn = "scale_by_rms"
-    _closed_fraction(fn, alpha, "alpha")
-    _positive(fn, eps, "eps")
+    _CLOSED_FRACTION.check(fn, "alpha", alpha)
+    positive.check(fn, "eps", eps)
 
     def init(params):
         return ScaleByRmsState(freeze(tree_zeros_like(params)))
@@ -470,8 +444,8 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> Optimizer:
         A transformation whose state is ScaleByAdadeltaState(square_avg, acc_delta).
     """
     fn = "scale_by_adadelta"
-    _closed_fraction(fn, rho, "rho")
-    _positive(fn, eps, "eps")
+    _CLOSED_FRACTION.check(fn, "rho", rho)
+    positive.check(fn, "eps", eps)
 
     def init(params):
         return ScaleByAdadeltaState(
@@ -522,7 +496,7 @@ def clip_by_global_norm(max_norm: float) -> Optimizer:
     Returns:
         A stateless transformation (state EmptyState()), to chain before an optimizer.
     """
-    _positive("clip_by_global_norm", max_norm, "max_norm")
+    positive.check("clip_by_global_norm", "max_norm", max_norm)
 
     def init(params):
         return EmptyState()
@@ -554,12 +528,11 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
     """
     fn = "sgd"
     _learning_rate(fn, lr)
-    _fraction(fn, momentum, "momentum")
-    if not isinstance(nesterov, bool):
-        raise ValueError(f"{fn}: nesterov must be True or False, got {nesterov!r}")
+    _FRACTION.check(fn, "momentum", momentum)
+    boolean.check(fn, "nesterov", nesterov)
     if nesterov and momentum == 0:
         raise ValueError(f"{fn}: nesterov=True needs momentum > 0 (as torch.optim.SGD)")
-    _non_negative(fn, weight_decay, "weight_decay")
+    non_negative.check(fn, "weight_decay", weight_decay)
     name = f"sgd(lr={_show(lr)}, momentum={momentum}, nesterov={nesterov}, weight_decay={weight_decay})"
     return _named(
         name,
@@ -573,10 +546,10 @@ def sgd(lr, momentum: float = 0.0, nesterov: bool = False, weight_decay: float =
 
 def _adam(fn: str, lr, b1, b2, eps, weight_decay, decoupled: bool) -> Optimizer:
     _learning_rate(fn, lr)
-    _fraction(fn, b1, "b1")
-    _fraction(fn, b2, "b2")
-    _positive(fn, eps, "eps")
-    _non_negative(fn, weight_decay, "weight_decay")
+    _FRACTION.check(fn, "b1", b1)
+    _FRACTION.check(fn, "b2", b2)
+    positive.check(fn, "eps", eps)
+    non_negative.check(fn, "weight_decay", weight_decay)
     decay, moments = add_decayed_weights(weight_decay), scale_by_adam(b1, b2, eps)
     steps = (moments, decay) if decoupled else (decay, moments)
     name = f"{fn}(lr={_show(lr)}, b1={b1}, b2={b2}, eps={eps}, weight_decay={weight_decay})"
@@ -629,9 +602,9 @@ def rmsprop(lr=0.01, alpha: float = 0.99, eps: float = 1e-8, momentum: float = 0
     """
     fn = "rmsprop"
     _learning_rate(fn, lr)
-    _closed_fraction(fn, alpha, "alpha")
-    _positive(fn, eps, "eps")
-    _fraction(fn, momentum, "momentum")
+    _CLOSED_FRACTION.check(fn, "alpha", alpha)
+    positive.check(fn, "eps", eps)
+    _FRACTION.check(fn, "momentum", momentum)
     name = f"rmsprop(lr={_show(lr)}, alpha={alpha}, eps={eps}, momentum={momentum})"
     return _named(name, chain(scale_by_rms(alpha, eps), trace(momentum), _scale_by_rate(fn, lr)))
 
@@ -649,8 +622,8 @@ def adadelta(lr=1.0, rho: float = 0.9, eps: float = 1e-6) -> Optimizer:
     """
     fn = "adadelta"
     _learning_rate(fn, lr)
-    _closed_fraction(fn, rho, "rho")
-    _positive(fn, eps, "eps")
+    _CLOSED_FRACTION.check(fn, "rho", rho)
+    positive.check(fn, "eps", eps)
     name = f"adadelta(lr={_show(lr)}, rho={rho}, eps={eps})"
     return _named(name, chain(scale_by_adadelta(rho, eps), _scale_by_rate(fn, lr)))
 

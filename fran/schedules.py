@@ -16,41 +16,22 @@ steps, not epochs):
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
+from fran.validate import in_range, non_negative_int, positive, positive_int
+
 Schedule = Callable[[int], float]
-
-
-def _number(value) -> bool:
-    """A finite real number: Python's or NumPy's, but not a bool."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive(fn, value, what):
-    if not (_number(value) and value > 0):
-        raise ValueError(f"{fn}: {what} must be a number > 0, got {value!r}")
-
-
-def _count(fn, value, what):
-    if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-        raise ValueError(f"{fn}: {what} must be an integer > 0, got {value!r}")
-
-
-def _step(fn, step):
-    if not (isinstance(step, numbers.Integral) and not isinstance(step, bool) and step >= 0):
-        raise ValueError(f"{fn}: step must be an integer >= 0, got {step!r}")
 
 
 def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
     """lr * gamma ** (step // step_size), as StepLR(step_size, gamma) stepped per update."""
     fn = "step_decay"
-    _positive(fn, lr, "lr")
-    _count(fn, step_size, "step_size")
-    _positive(fn, gamma, "gamma")
+    positive.check(fn, "lr", lr)
+    positive_int.check(fn, "step_size", step_size)
+    positive.check(fn, "gamma", gamma)
 
     def schedule(step: int) -> float:
-        _step(fn, step)
+        non_negative_int.check(fn, "step", step)
         return lr * gamma ** (step // step_size)
 
     schedule.__name__ = f"step_decay(lr={lr}, step_size={step_size}, gamma={gamma})"
@@ -60,11 +41,11 @@ def step_decay(lr: float, step_size: int, gamma: float = 0.1) -> Schedule:
 def exponential(lr: float, gamma: float) -> Schedule:
     """lr * gamma ** step, as ExponentialLR(gamma) stepped per update."""
     fn = "exponential"
-    _positive(fn, lr, "lr")
-    _positive(fn, gamma, "gamma")
+    positive.check(fn, "lr", lr)
+    positive.check(fn, "gamma", gamma)
 
     def schedule(step: int) -> float:
-        _step(fn, step)
+        non_negative_int.check(fn, "step", step)
         return lr * gamma**step
 
     schedule.__name__ = f"exponential(lr={lr}, gamma={gamma})"
@@ -79,13 +60,12 @@ def cosine(lr: float, total_steps: int, min_lr: float = 0.0) -> Schedule:
     total_steps to the whole run.
     """
     fn = "cosine"
-    _positive(fn, lr, "lr")
-    _count(fn, total_steps, "total_steps")
-    if not (_number(min_lr) and 0 <= min_lr <= lr):
-        raise ValueError(f"{fn}: min_lr must be a number in [0, lr], got {min_lr!r}")
+    positive.check(fn, "lr", lr)
+    positive_int.check(fn, "total_steps", total_steps)
+    in_range(0, lr).check(fn, "min_lr", min_lr)  # [0, lr]
 
     def schedule(step: int) -> float:
-        _step(fn, step)
+        non_negative_int.check(fn, "step", step)
         return min_lr + (lr - min_lr) * (1 + math.cos(math.pi * step / total_steps)) / 2
 
     schedule.__name__ = f"cosine(lr={lr}, total_steps={total_steps}, min_lr={min_lr})"
@@ -105,18 +85,17 @@ def linear_warmup(schedule_or_lr, warmup_steps: int, start_factor: float = 1 / 3
     if callable(schedule_or_lr):
         after = schedule_or_lr
     else:
-        _positive(fn, schedule_or_lr, "schedule_or_lr (a schedule or an lr)")
+        positive.check(fn, "schedule_or_lr (a schedule or an lr)", schedule_or_lr)
         constant = float(schedule_or_lr)
 
         def after(step: int) -> float:
             return constant
 
-    _count(fn, warmup_steps, "warmup_steps")
-    if not (_number(start_factor) and 0 < start_factor <= 1):
-        raise ValueError(f"{fn}: start_factor must be a number in (0, 1], got {start_factor!r}")
+    positive_int.check(fn, "warmup_steps", warmup_steps)
+    in_range(0, 1, closed="right").check(fn, "start_factor", start_factor)
 
     def schedule(step: int) -> float:
-        _step(fn, step)
+        non_negative_int.check(fn, "step", step)
         if step >= warmup_steps:
             return after(step - warmup_steps)
         return after(0) * (start_factor + (1 - start_factor) * step / warmup_steps)

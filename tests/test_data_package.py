@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from subprocess_python import run_python
+from helpers.subprocess_python import run_python
 
 
 def test_import_fran_does_not_import_the_data_package():

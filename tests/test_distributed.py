@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from subprocess_python import run_python
+from helpers.subprocess_python import run_python
 
 import fran
 
@@ -22,7 +22,7 @@ pytest.importorskip("mpi4py")
 MPIEXEC = Path(sys.prefix) / "bin" / "mpiexec"
 if not MPIEXEC.exists():
     pytest.skip(f"no mpiexec at {MPIEXEC} (pip install 'fran[mpi]')", allow_module_level=True)
-WORKER = Path(__file__).with_name("distributed_worker.py")
+WORKER = Path(__file__).with_name("helpers") / "distributed_worker.py"
 ROOT = Path(fran.__file__).resolve().parents[1]
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import fran
+import fran.files
 from fran import registry
 from fran.io import CheckpointError, load_metadata
 from fran.tree import tree_items, tree_leaves
@@ -244,7 +245,7 @@ def test_failed_replace_keeps_old_file_and_leaves_no_temp(tmp_path, model, monke
     def broken_replace(src, dst):
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(fran.io.os, "replace", broken_replace)
+    monkeypatch.setattr(fran.files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk on fire"):
         fran.save(path, model)
     assert path.read_bytes() == before

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fran
+import fran.files
 from fran.io import META_MAX_BYTES, META_MAX_DEPTH, CheckpointError
 
 ROOT = Path(fran.__file__).resolve().parents[1]
@@ -227,7 +228,7 @@ def test_hostile_file_is_refused(tmp_path, good, name):
     expect(path, *fragments)
 
 
-# What the reader read before it refused: every entry is read through _Reader.read (its header
+# What the reader read before it refused: every entry is read through fran.files.Reader.read (its header
 # checked first, then its data). Archive-level defects stop before any entry; a spec, input shape,
 # dtype or JSON defect stops after the metadata, before any array (the spec's implied size is
 # compared with the file's before a single param is read); a bad array header stops at that array.
@@ -241,9 +242,9 @@ AT_AN_ARRAY = {
 @pytest.mark.parametrize("name", CASES)
 def test_hostile_file_is_refused_before_reading_past_the_defect(tmp_path, good, name, monkeypatch):
     reads = []
-    real = fran.io._Reader.read
+    real = fran.files.Reader.read
     monkeypatch.setattr(
-        fran.io._Reader,
+        fran.files.Reader,
         "read",
         lambda self, entry, *a, **k: (reads.append(entry), real(self, entry, *a, **k))[1],
     )

@@ -16,9 +16,9 @@ import hashlib
 
 import numpy as np
 import pytest
-import strategies
+from helpers import strategies
+from helpers.subprocess_python import run_python
 from hypothesis import given, settings
-from subprocess_python import run_python
 
 import fran
 from fran import engine, kernels, registry

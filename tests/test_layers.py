@@ -1,7 +1,7 @@
 """The conformance suite (fran.testing) over every registered layer, plus spec and edge-case tests.
 
 The parametrisation reads `fran.registry.names()`, so an installed plugin is covered automatically
-(through the generic strategy unless tests/strategies.py knows it).
+(through the generic strategy unless tests/helpers/strategies.py knows it).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 import numpy as np
 import pytest
-import strategies
+from helpers import strategies
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -17,11 +17,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from onnx.reference import ReferenceEvaluator  # noqa: E402
-from onnx.reference.ops._op import OpRunUnaryNum  # noqa: E402
-from onnx_cases import (  # noqa: E402
+from helpers.onnx_cases import (  # noqa: E402
     EXAMPLES,
     char_lm_model,
     eps_as_written,
@@ -30,6 +26,10 @@ from onnx_cases import (  # noqa: E402
     random_models,
     token_ids,
 )  # noqa: E402
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+from onnx.reference.ops._op import OpRunUnaryNum  # noqa: E402
 
 import fran  # noqa: E402
 import fran.onnx  # noqa: E402

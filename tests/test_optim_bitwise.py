@@ -1,6 +1,6 @@
 """The optimizers built from primitives give the bits the one-function optimizers gave.
 
-Two oracles: `tests/legacy_optim.py` (fran.optim as it was before contract v3, verbatim), run in
+Two oracles: `tests/helpers/legacy_optim.py` (fran.optim as it was before contract v3, verbatim), run in
 the same process, so the comparison holds on any machine; and HASHES, the sha256 of the params
 after GRID_STEPS updates recorded with that code before the refactor (elementwise IEEE arithmetic
 only, plus np.linalg.norm for clipping, so they hold wherever NumPy rounds as it does here).
@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import hashlib
 
-import legacy_optim
 import numpy as np
 import pytest
+from helpers import legacy_optim
 
 import fran
 from fran import optim, schedules
@@ -62,7 +62,7 @@ ADAMS = {
     "clip_adam": lambda o: o.chain(o.clip_by_global_norm(0.5), o.adam(1e-2)),
 }
 
-# recorded with tests/legacy_optim.py == fran.optim at commit d8f5c82 (sha256, first 16 digits)
+# recorded with tests/helpers/legacy_optim.py == fran.optim at commit d8f5c82 (sha256, first 16 digits)
 HASHES = {
     ("adadelta", "float32"): "365c1a939fd87b3b",
     ("adadelta", "float64"): "8993fa5ab044aab6",

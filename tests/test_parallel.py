@@ -10,9 +10,9 @@ import threading
 import attrs
 import numpy as np
 import pytest
+from helpers.subprocess_python import run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from subprocess_python import run_python
 
 from fran import (
     adam,

@@ -18,9 +18,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers.subprocess_python import run_python
 from hypothesis import given
 from hypothesis import strategies as st
-from subprocess_python import run_python
 
 import fran
 from fran import registry

@@ -1,4 +1,4 @@
-"""conv2d, conv2d_transpose and maxpooling against the obvious loops of tests/reference.py.
+"""conv2d, conv2d_transpose and maxpooling against the obvious loops of tests/helpers/reference.py.
 
 The finite-difference checks compare a layer's vjp with its own forward, so a kernel that is
 wrong the same way in both (a flipped filter: a true convolution instead of torch's
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import reference
+from helpers import reference
 from hypothesis import event, given
 from hypothesis import strategies as st
 

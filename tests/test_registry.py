@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import pytest
-from subprocess_python import run_python
+from helpers.subprocess_python import run_python
 
 import fran
 from fran import registry

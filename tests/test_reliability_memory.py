@@ -1,6 +1,6 @@
 """A run under an address-space limit (RLIMIT_AS) finishes, or stops with one clear line.
 
-tests/memory_worker.py runs examples/lenet5_mnist.py's command line on synthetic MNIST in a
+tests/helpers/memory_worker.py runs examples/lenet5_mnist.py's command line on synthetic MNIST in a
 subprocess and sets RLIMIT_AS after its imports, to the address space in use plus a headroom.
 A first, unlimited run measures what the run needs beyond that point; with 25% more than that the
 run finishes, and a resumed run whose batch needs more than the limit allows stops with a
@@ -19,7 +19,7 @@ import pytest
 
 import fran
 
-WORKER = Path(__file__).resolve().parent / "memory_worker.py"
+WORKER = Path(__file__).resolve().parent / "helpers" / "memory_worker.py"
 SMALL = ["--n-train", "2000", "--n-test", "200", "--quiet"]
 
 pytestmark = pytest.mark.skipif(

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from subprocess_python import run_python
+from helpers.subprocess_python import run_python
 
 TRAIN = """
     import hashlib, json

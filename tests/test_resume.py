@@ -1,7 +1,7 @@
 """Kill-and-resume: training SIGKILLed at random moments and restarted ends bit for bit where an
 uninterrupted run ends.
 
-tests/resume_worker.py trains a small conv net, writing a checkpoint after every epoch and resuming
+tests/helpers/resume_worker.py trains a small conv net, writing a checkpoint after every epoch and resuming
 from it when one exists. The test kills it with SIGKILL at kill points drawn from a seeded RNG:
 mid-epoch, during or just after a checkpoint write, at a random time after training starts, and
 (through the worker's --pause hooks) with a checkpoint half written or written but not renamed.
@@ -32,7 +32,7 @@ from fran.tree import tree_items
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).resolve().parent / "resume_worker.py"
+WORKER = Path(__file__).resolve().parent / "helpers" / "resume_worker.py"
 # A worker to be killed commits at most HOLD epochs, then waits for its kill: the 6 timed kills
 # (the 2 paused ones commit nothing) take the run to at most 6 * HOLD < EPOCHS, so every planned
 # kill finds the worker alive and training, whatever the machine's load did to the timings.

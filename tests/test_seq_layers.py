@@ -1,6 +1,6 @@
 """The sequence layers, loss and per-position dense by hand and by reference loops (no torch).
 
-The FD property tests of every vjp run through tests/test_layers.py (tests/strategies.py draws
+The FD property tests of every vjp run through tests/test_layers.py (tests/helpers/strategies.py draws
 each sequence layer); here: values worked out by hand, naive loops as oracles, causal masking
 checked by perturbing the future, token-id validation, and integer data through a Model.
 """
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 import pytest
-import strategies
+from helpers import strategies
 from hypothesis import given
 from hypothesis import strategies as st
 

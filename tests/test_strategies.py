@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-import strategies
+from helpers import strategies
 from hypothesis import HealthCheck, given, settings
 
 KINDS = {

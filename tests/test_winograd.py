@@ -4,7 +4,7 @@ The kernels are called directly here (the dispatch rule needs many channels, the
 small), with the block of tiles shrunk so that one to many blocks, the last one ragged, are
 checked. Then the dispatch: a layer the rule picks really runs through _winograd, and layers it
 does not pick never do. The layer-level properties (finite differences, the torch oracle, the
-loops of tests/reference.py) draw Winograd-sized layers of their own.
+loops of tests/helpers/reference.py) draw Winograd-sized layers of their own.
 """
 
 from __future__ import annotations

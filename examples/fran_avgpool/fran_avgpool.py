@@ -20,30 +20,18 @@ and importing it registers the five rules, exactly as fran's built-ins do.
 
 from __future__ import annotations
 
-import numbers
-
 import attrs
 import numpy as np
 
-from fran import registry
+from fran import registry, validate
 
 __all__ = ["apply", "avgpooling", "init", "output_shape", "vjp"]
 
 
-def _positive_int(instance, attribute, value) -> None:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"avgpooling: {attribute.name} must be an integer >= 1, got {value!r}")
-
-
-def _optional_positive_int(instance, attribute, value) -> None:
-    if value is not None:
-        _positive_int(instance, attribute, value)
-
-
 @attrs.frozen
 class avgpooling:
-    k: int = attrs.field(validator=_positive_int)
-    stride: int | None = attrs.field(default=None, validator=_optional_positive_int)
+    k: int = attrs.field(validator=validate.positive_int)  # avgpooling(k=0) raises, naming k
+    stride: int | None = attrs.field(default=None, validator=validate.optional_positive_int)
 
     @property
     def s(self) -> int:
@@ -64,11 +52,7 @@ def _out(size: int, k: int, s: int) -> int:
 
 
 def output_shape(spec: avgpooling, shape: tuple) -> tuple:
-    if len(shape) != 3:
-        raise ValueError(
-            f"{spec!r}: expects a (channels, height, width) sample, got shape {tuple(shape)}"
-        )
-    C, H, W = shape
+    C, H, W = validate.image_sample(spec, shape)
     if H < spec.k or W < spec.k:
         raise ValueError(f"{spec!r}: input of height x width {H} x {W} is smaller than the window")
     return (C, _out(H, spec.k, spec.s), _out(W, spec.k, spec.s))

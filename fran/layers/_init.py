@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fran import validate
+
 
 def _std(scheme: str, fan_in: int, fan_out: int) -> float:
     family = scheme.rsplit("_", 1)[0]
@@ -39,12 +41,7 @@ def canonical(scheme: str) -> str:
     return ALIASES.get(scheme, scheme)
 
 
-def valid_scheme(instance, attribute, value) -> None:
-    if value is not None and canonical(value) not in SCHEMES:
-        raise ValueError(
-            f"{type(instance).__name__}: unknown {attribute.name} {value!r}; "
-            f"known: {', '.join(SCHEMES + tuple(ALIASES))}"
-        )
+valid_scheme = validate.optional(validate.one_of((*SCHEMES, *ALIASES), "weight_init"))
 
 
 def scheme_for(spec) -> str:

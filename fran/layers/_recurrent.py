@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from fran.validate import sequence_sample
+
 
 def output_shape(spec, shape):
-    if len(shape) != 2:
-        raise ValueError(f"{spec!r}: expects a sequence sample (T, C), got shape {tuple(shape)}")
-    return (shape[0], spec.hidden)
+    T, _ = sequence_sample(spec, shape)
+    return (T, spec.hidden)
 
 
 def init(spec, shape, rng, gates: int):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import attrs
 
 from fran import registry
-from fran.layers._validators import one_of
 from fran.layers.activations import ACTIVATIONS
+from fran.validate import one_of
 
 
 @attrs.frozen

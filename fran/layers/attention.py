@@ -18,12 +18,8 @@ import attrs
 import numpy as np
 
 from fran import registry
-from fran.layers._validators import compact_repr, positive_int
-
-
-def _rate(instance, attribute, value) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
-        raise ValueError(f"attention: dropout must be a number in [0, 1), got {value!r}")
+from fran.layers._repr import compact_repr
+from fran.validate import boolean, in_range, positive_int, sequence_sample
 
 
 @attrs.frozen
@@ -32,13 +28,12 @@ class attention:
 
     __repr__ = compact_repr
     heads: int = attrs.field(validator=positive_int)
-    causal: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
-    dropout: float = attrs.field(default=0.0, validator=_rate)
+    causal: bool = attrs.field(default=False, validator=boolean)
+    dropout: float = attrs.field(default=0.0, validator=in_range(0, 1, closed="left"))
 
 
 def output_shape(spec, shape):
-    if len(shape) != 2:
-        raise ValueError(f"{spec!r}: expects a sequence sample (T, C), got shape {tuple(shape)}")
+    sequence_sample(spec, shape)
     if shape[1] % spec.heads:
         raise ValueError(f"{spec!r}: {spec.heads} heads must divide the {shape[1]} channels")
     return tuple(shape)

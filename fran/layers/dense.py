@@ -12,8 +12,9 @@ import attrs
 from fran import registry
 from fran.kernels import epilogue
 from fran.layers import _gemm, _init, _positions
-from fran.layers._validators import compact_repr, one_of, positive_int
+from fran.layers._repr import compact_repr
 from fran.layers.activations import ACTIVATIONS
+from fran.validate import one_of, positive_int
 
 
 @attrs.frozen

@@ -12,12 +12,8 @@ import attrs
 import numpy as np
 
 from fran import registry
-from fran.layers._validators import compact_repr
-
-
-def _rate(instance, attribute, value) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1):
-        raise ValueError(f"dropout: rate must be a number in [0, 1), got {value!r}")
+from fran.layers._repr import compact_repr
+from fran.validate import in_range
 
 
 @attrs.frozen
@@ -26,7 +22,7 @@ class dropout:
 
     __repr__ = compact_repr
 
-    rate: float = attrs.field(validator=_rate)
+    rate: float = attrs.field(validator=in_range(0, 1, closed="left"))
 
 
 def _scaled_mask(spec, x, rng):

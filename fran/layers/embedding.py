@@ -19,7 +19,8 @@ import attrs
 import numpy as np
 
 from fran import registry
-from fran.layers._validators import compact_repr, positive_int
+from fran.layers._repr import compact_repr
+from fran.validate import positive_int, sample_shape
 
 ID_TOLERANCE = 1e-3  # a float farther than this from an integer is not an id
 
@@ -35,8 +36,7 @@ class embedding:
 
 
 def output_shape(spec, shape):
-    if len(shape) != 1:
-        raise ValueError(f"{spec!r}: expects a sample of token ids (T,), got shape {tuple(shape)}")
+    sample_shape(spec, shape, 1, "a sample of token ids (T,)")
     return (*shape, spec.dim)
 
 

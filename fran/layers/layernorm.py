@@ -13,12 +13,8 @@ import attrs
 import numpy as np
 
 from fran import registry
-from fran.layers._validators import compact_repr
-
-
-def _eps(instance, attribute, value) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0):
-        raise ValueError(f"layernorm: eps must be a number > 0, got {value!r}")
+from fran.layers._repr import compact_repr
+from fran.validate import positive
 
 
 @attrs.frozen
@@ -26,7 +22,7 @@ class layernorm:
     """Normalises each position's features to mean 0, variance 1, then scales and shifts."""
 
     __repr__ = compact_repr
-    eps: float = attrs.field(default=1e-5, validator=_eps)
+    eps: float = attrs.field(default=1e-5, validator=positive)
 
 
 def output_shape(spec, shape):

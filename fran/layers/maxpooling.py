@@ -14,7 +14,8 @@ import attrs
 from fran import registry
 from fran.kernels import pool
 from fran.layers._conv import conv_out
-from fran.layers._validators import chw_shape, compact_repr, optional_positive_int, positive_int
+from fran.layers._repr import compact_repr
+from fran.validate import image_sample, optional_positive_int, positive_int
 
 
 @attrs.frozen
@@ -31,7 +32,7 @@ class maxpooling:
 
 
 def output_shape(spec, shape):
-    C, H, W = chw_shape(spec, shape)
+    C, H, W = image_sample(spec, shape)
     if H < spec.k or W < spec.k:
         raise ValueError(f"{spec!r}: input of height x width {H} x {W} is smaller than the window")
     return (C, conv_out(H, spec.k, spec.s), conv_out(W, spec.k, spec.s))

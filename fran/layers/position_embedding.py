@@ -10,6 +10,7 @@ from __future__ import annotations
 import attrs
 
 from fran import registry
+from fran.validate import sequence_sample
 
 
 @attrs.frozen
@@ -18,9 +19,7 @@ class position_embedding:
 
 
 def output_shape(spec, shape):
-    if len(shape) != 2:
-        raise ValueError(f"{spec!r}: expects a sequence sample (T, C), got shape {tuple(shape)}")
-    return tuple(shape)
+    return sequence_sample(spec, shape)
 
 
 def init(spec, shape, rng):

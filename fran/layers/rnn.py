@@ -14,7 +14,8 @@ import numpy as np
 
 from fran import registry
 from fran.layers import _recurrent
-from fran.layers._validators import compact_repr, positive_int
+from fran.layers._repr import compact_repr
+from fran.validate import positive_int
 
 
 @attrs.frozen

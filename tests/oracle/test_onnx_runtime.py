@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT / "examples" / "fran_avgpool"))
 
 import peers  # noqa: E402, I001  (benchmarks/ is on the path only now)
 import torch_models  # noqa: E402
-from onnx_cases import (  # noqa: E402
+from helpers.onnx_cases import (  # noqa: E402
     EXAMPLES,
     char_lm_model,
     eps_as_written,

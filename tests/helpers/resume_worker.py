@@ -7,7 +7,7 @@ Run by tests/test_resume.py, which SIGKILLs it at random moments and restarts it
 bytes in the temporary file, or the file complete but not yet renamed) and prints "paused", so
 the test can kill it exactly there.
 
-    python tests/resume_worker.py --dir D --epochs E --seed S [--batch B] [--pause half-written]
+    python tests/helpers/resume_worker.py --dir D --epochs E --seed S [--batch B] [--pause half-written]
                                   [--hold-after-saves K]
 
 `--hold-after-saves K` makes the worker stop after its K-th checkpoint and wait to be killed, so

@@ -14,7 +14,7 @@ import fran
 from fran import engine
 from fran.tree import freeze, tree_items, tree_map
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "examples"))
 # where the folder examples/fran_avgpool would shadow the plugin's editable install as an empty
 # namespace package (its ONNX mapping then fails to load on the first op without a loader): the
@@ -29,7 +29,7 @@ import lenet5_mnist  # noqa: E402
 import pytorch_mnist  # noqa: E402
 import resnet_fmnist  # noqa: E402
 
-import strategies  # noqa: E402  (tests/ is on the path: pytest puts it there)
+from helpers import strategies  # noqa: E402  (tests/ is on sys.path: the folder of tests/conftest.py)
 
 EXAMPLES = {
     m.__name__: m

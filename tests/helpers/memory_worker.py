@@ -5,7 +5,7 @@ example), then RLIMIT_AS is set to the address space in use now plus --headroom-
 script's own cli runs the remaining arguments. Prints one JSON line on stdout at the end (also
 after an error): the address space when the limit was set and the process's peak, in KiB.
 
-    python tests/memory_worker.py [--headroom-mib M] -- SCRIPT ARGS...
+    python tests/helpers/memory_worker.py [--headroom-mib M] -- SCRIPT ARGS...
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def synthetic(split: str = "train", n: int | None = None, root=None, download: bool = True):

@@ -2,8 +2,8 @@
 
 Run by tests/test_distributed.py:
 
-    python tests/distributed_worker.py --single --net plain         # fran.train_nn
-    mpiexec -n 3 python tests/distributed_worker.py --net plain     # fran.distributed.train_nn
+    python tests/helpers/distributed_worker.py --single --net plain         # fran.train_nn
+    mpiexec -n 3 python tests/helpers/distributed_worker.py --net plain     # fran.distributed.train_nn
 
 Rank 0 (or the single process) prints one JSON line: the model's sha256 after each epoch, the
 losses and the evaluation. --checkpoint DIR saves after every epoch (rank 0) and resumes from
