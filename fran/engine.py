@@ -26,8 +26,8 @@ import attrs
 import numpy as np
 
 from fran import registry
-from fran.layers._validators import non_negative_int
 from fran.tree import freeze, tree_map
+from fran.validate import non_negative_int
 
 
 def as_generator(rng) -> np.random.Generator:

@@ -27,7 +27,7 @@ import numpy as np
 
 from fran import registry
 from fran.kernels import batchnorm as norm
-from fran.layers._validators import compact_repr
+from fran.layers._repr import compact_repr
 
 
 def _momentum(instance, attribute, value) -> None:

@@ -16,8 +16,9 @@ import attrs
 
 from fran import registry
 from fran.layers import _conv, _init
-from fran.layers._validators import chw_shape, compact_repr, non_negative_int, one_of, positive_int
+from fran.layers._repr import compact_repr
 from fran.layers.activations import ACTIVATIONS
+from fran.validate import image_sample, non_negative_int, one_of, positive_int
 
 
 @attrs.frozen
@@ -34,7 +35,7 @@ class conv2d:
 
 
 def output_shape(spec, shape):
-    _, H, W = chw_shape(spec, shape)
+    _, H, W = image_sample(spec, shape)
     OH, OW = (_conv.conv_out(n, spec.k, spec.stride, spec.padding) for n in (H, W))
     if OH < 1 or OW < 1:
         raise ValueError(
@@ -45,7 +46,7 @@ def output_shape(spec, shape):
 
 
 def init(spec, shape, rng):
-    C, _, _ = chw_shape(spec, shape)
+    C, _, _ = image_sample(spec, shape)
     k2 = spec.k * spec.k
     w = _init.draw(spec, (spec.channels, C, spec.k, spec.k), C * k2, spec.channels * k2, rng)
     return {"w": w, "b": _init.bias(spec, spec.channels, C * k2, rng)}

@@ -15,8 +15,9 @@ import attrs
 
 from fran import registry
 from fran.layers import _conv, _init
-from fran.layers._validators import chw_shape, compact_repr, non_negative_int, one_of, positive_int
+from fran.layers._repr import compact_repr
 from fran.layers.activations import ACTIVATIONS
+from fran.validate import image_sample, non_negative_int, one_of, positive_int
 
 
 @attrs.frozen
@@ -33,7 +34,7 @@ class conv2d_transpose:
 
 
 def output_shape(spec, shape):
-    _, H, W = chw_shape(spec, shape)
+    _, H, W = image_sample(spec, shape)
     OH, OW = ((n - 1) * spec.stride - 2 * spec.padding + spec.k for n in (H, W))
     if OH < 1 or OW < 1:
         raise ValueError(f"{spec!r}: padding {spec.padding} crops away the whole {H} x {W} output")
