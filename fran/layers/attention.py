@@ -26,13 +26,18 @@ def _rate(instance, attribute, value) -> None:
         raise ValueError(f"attention: dropout must be a number in [0, 1), got {value!r}")
 
 
+def _flag(instance, attribute, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"attention: {attribute.name} must be True or False, got {value!r}")
+
+
 @attrs.frozen
 class attention:
     """Self-attention of every position to every (or, causal, every earlier) position."""
 
     __repr__ = compact_repr
     heads: int = attrs.field(validator=positive_int)
-    causal: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    causal: bool = attrs.field(default=False, validator=_flag)
     dropout: float = attrs.field(default=0.0, validator=_rate)
 
 
