@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import sys
 import tempfile
 import time
@@ -109,6 +110,10 @@ OUTPUT_FILES = (
 
 class ResumeError(UsageError):
     """The checkpoint in --out was made by a different run (seed, network or n-train)."""
+
+
+class RootError(UsageError):
+    """Under --distributed: what rank 0 failed at (writing --out), raised on the other ranks."""
 
 
 # --------------------------------------------------------------------------- command line
@@ -218,12 +223,13 @@ def _pieces(text: str) -> int:
 
 
 # fran.train_nn and fran.evaluate_nn, or fran.distributed's under --distributed (run() sets them)
-_backend = {"train_nn": fran.train_nn, "evaluate_nn": fran.evaluate_nn, "root": True}
+_backend = {"train_nn": fran.train_nn, "evaluate_nn": fran.evaluate_nn, "root": True, "mpi": None}
 
 
 def _use_backend(args: argparse.Namespace) -> None:
+    global REPORTED
     if not args.distributed:
-        _backend.update(train_nn=fran.train_nn, evaluate_nn=fran.evaluate_nn, root=True)
+        _backend.update(train_nn=fran.train_nn, evaluate_nn=fran.evaluate_nn, root=True, mpi=None)
         return
     try:
         import fran.distributed as dist
@@ -231,7 +237,89 @@ def _use_backend(args: argparse.Namespace) -> None:
         raise UsageError(
             f"--distributed needs mpi4py and an MPI ({exc}); pip install 'fran[mpi]'"
         ) from None
-    _backend.update(train_nn=dist.train_nn, evaluate_nn=dist.evaluate_nn, root=dist.is_root())
+    _backend.update(
+        train_nn=dist.train_nn, evaluate_nn=dist.evaluate_nn, root=dist.is_root(), mpi=dist
+    )
+    if dist.DistributedError not in REPORTED:  # ranks that differ, or a dead one: one line too
+        REPORTED = (*REPORTED, dist.DistributedError)
+
+
+def root_outcome(error: BaseException | None, what: str) -> None:
+    """Raise rank 0's failure at `what` (None: it went well) on every rank. Under --distributed
+    only rank 0 writes, so without this a full disk there would stop rank 0 alone and leave the
+    others waiting out their next collective's deadline; with it every rank stops at once with
+    rank 0's message. One broadcast (its length, then its text), polled against
+    fran.distributed's deadline (FRAN_MPI_TIMEOUT); past it, the job is aborted."""
+    dist = _backend["mpi"]
+    if dist is None:
+        if error is not None:
+            raise error
+        return
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    text = b"" if error is None else one_line(error).encode()
+    size = np.array([len(text)], np.int64)
+    _poll(comm, comm.Ibcast(size, root=0), what)
+    if size[0]:
+        buf = np.frombuffer(text, np.uint8).copy() if comm.Get_rank() == 0 else None
+        buf = np.empty(int(size[0]), np.uint8) if buf is None else buf
+        _poll(comm, comm.Ibcast(buf, root=0), what)
+        if error is None:
+            raise RootError(buf.tobytes().decode())  # rank 0's own line, on every rank
+    if error is not None:
+        raise error
+
+
+def _poll(comm, request, what: str) -> None:
+    dist = _backend["mpi"]
+    timeout = float(os.environ.get(dist.TIMEOUT_ENV, "").strip() or dist.DEFAULT_TIMEOUT)
+    end, pause = time.monotonic() + timeout, 0.0
+    while not request.Test():
+        if time.monotonic() > end:
+            print(
+                f"{Path(sys.argv[0]).name}: error: rank {comm.Get_rank()} waited {timeout:g} s "
+                f"for rank 0 to say how {what} went; stopping the job",
+                file=sys.stderr,
+                flush=True,
+            )
+            comm.Abort(1)
+        time.sleep(pause)
+        pause = min(0.01, pause * 2 or 1e-4)
+
+
+_held: dict = {}  # --out folder -> its open fd, locked by this process (until it exits)
+
+
+def hold_out(out: Path) -> None:
+    """Make --out and hold an exclusive lock on it for the run (flock on the folder, released
+    by the kernel when the process ends, however it ends), so that a second run given the same
+    --out is refused before it trains instead of the two interleaving their files. Where the
+    file system has no flock (some network mounts) the run goes on unlocked."""
+    try:
+        import fcntl
+    except ModuleNotFoundError:  # not POSIX
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        key = os.path.realpath(out)
+        if key in _held:  # this process already holds it (main() called again in-process)
+            return
+        fd = os.open(out, os.O_RDONLY)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot make or open the folder ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(
+            f"--out {out}: another run is writing into it; wait for it to end, or give another "
+            "--out"
+        ) from None
+    except OSError:
+        os.close(fd)
+        return
+    _held[key] = fd
 
 
 def out_problem(out: Path) -> str | None:
@@ -476,7 +564,18 @@ def _run(example: Example, args: argparse.Namespace) -> dict:
     root = _backend["root"]  # under --distributed only rank 0 prints and writes
     args.quiet = args.quiet or not root
     say = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
+    locked = None
+    if root:
+        try:
+            hold_out(args.out)
+        except UsageError as exc:
+            locked = exc
+    root_outcome(locked, "locking --out")
     model, history = start(example, args, say)
+    if _backend["mpi"] is not None and model.opt_state is not None:
+        # every rank read the checkpoint: the same one? (not asked of a fresh model, whose
+        # opt_state None model_digest hashes as a pointer, different on every rank)
+        _backend["mpi"].check_same_model(model)
     data = load_data(example, args)
     if model.epoch >= args.epochs:
         say(f"the checkpoint has {model.epoch} epochs, --epochs is {args.epochs}: nothing to train")
@@ -492,9 +591,14 @@ def _run(example: Example, args: argparse.Namespace) -> dict:
             entry |= memory_record()
             history.append(entry)
             say(epoch_line(entry, args.epochs))
+            failed = None
             if root:
                 meta = metadata_for(example, args, history)
-                fran.io.save_checkpoint(args.out, model, metadata=meta)
+                try:
+                    fran.io.save_checkpoint(args.out, model, metadata=meta)
+                except Exception as exc:  # a full disk: every rank stops, with this message
+                    failed = exc
+            root_outcome(failed, "writing the checkpoint")
     except KeyboardInterrupt:
         say(f"\ninterrupted; continue later with --resume --out {args.out}")
         raise

@@ -297,6 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit(f"error: the examples need matplotlib and tqdm ({_common.MISSING_EXTRAS})")
     args = parse_args(argv)
     say = (lambda *a: None) if args.quiet else functools.partial(print, flush=True)
+    _common.hold_out(args.out)  # a second run into this --out is refused, not interleaved
     data = load_data(args)
     model, history = start(args, data["T"], say)
     if not history:

@@ -48,7 +48,7 @@ folder, stop = sys.argv[1], sys.argv[2]
 import os
 want = {seed: fingerprint(model(seed)) for seed in (1, 2)}
 seen, loads, none = {1: 0, 2: 0}, 0, 0
-deadline = time.monotonic() + 60
+deadline = time.monotonic() + 600  # a safety only: the reader stops when told, then loads once
 while time.monotonic() < deadline:
     done = os.path.exists(stop)
     got = fran.load_checkpoint(folder) if os.path.isdir(folder) else None  # no writer yet

@@ -47,19 +47,27 @@ def init(spec, shape, rng):
 def token_ids(spec, x) -> np.ndarray:
     """x as integer ids, or a ValueError naming the layer and the offending value."""
     if x.dtype.kind in "iu":
-        ids = x.astype(np.intp)
-    else:
-        if x.dtype == np.float32 and spec.vocab > 2**24:
-            raise ValueError(f"{spec!r}: float32 cannot hold ids up to {spec.vocab} exactly")
-        ids = np.rint(x).astype(np.intp)
-        far = np.abs(x - ids) > ID_TOLERANCE
-        if far.any():
-            raise ValueError(f"{spec!r}: token ids must be integers, got {float(x[far].flat[0])!r}")
+        _check_range(spec, x)  # in x's own dtype: a uint64 above 2^63 must not wrap on the cast
+        return x.astype(np.intp)
+    if x.dtype == np.float32 and spec.vocab > 2**24:
+        raise ValueError(f"{spec!r}: float32 cannot hold ids up to {spec.vocab} exactly")
+    finite = np.isfinite(x)
+    if not finite.all():
+        raise ValueError(f"{spec!r}: token ids must be integers, got {float(x[~finite].flat[0])!r}")
+    nearest = np.rint(x)
+    far = np.abs(x - nearest) > ID_TOLERANCE
+    if far.any():
+        raise ValueError(f"{spec!r}: token ids must be integers, got {float(x[far].flat[0])!r}")
+    _check_range(spec, nearest)  # before the cast: a float beyond intp must not wrap either
+    return nearest.astype(np.intp)
+
+
+def _check_range(spec, ids) -> None:
     if ids.size and (ids.min() < 0 or ids.max() >= spec.vocab):
         raise ValueError(
-            f"{spec!r}: token ids must lie in [0, {spec.vocab}), got min {ids.min()} max {ids.max()}"
+            f"{spec!r}: token ids must lie in [0, {spec.vocab}), got min {int(ids.min())} "
+            f"max {int(ids.max())}"
         )
-    return ids
 
 
 def apply(spec, params, x):

@@ -611,8 +611,10 @@ def _parse(path: Path) -> tuple[onnx.ModelProto, int]:
         raise OnnxError(
             f"fran.onnx.load: {path}: {size:,} bytes, over MAX_FILE_BYTES = {MAX_FILE_BYTES:,}"
         )
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_FILE_BYTES + 1)
+    with open(path, "rb") as fh:  # read(n) allocates n bytes first: ask for what stat said
+        data = fh.read(size + 1)
+    if len(data) > size:  # it grew since stat: read no more than the cap, refuse past it
+        raise OnnxError(f"fran.onnx.load: {path}: changed while being read")
     proto = onnx.ModelProto()
     try:
         proto.ParseFromString(data)
