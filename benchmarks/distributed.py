@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-NETWORKS = {"lenet5": "lenet5", "fmnist_cnn": "fmnist_cnn"}
+NETWORKS = {"lenet5": "lenet5", "fmnist_cnn": "fmnist_cnn", "resnet_fmnist": "resnet_fmnist"}
 BATCH = 64
 
 
@@ -56,7 +56,11 @@ def worker(args) -> None:
     import fran
 
     X, y = _data(args.n_train)
-    model = fran_models.make_model(args.network)
+    model = (
+        fran_models.make_peer_model(args.network)
+        if args.network in fran_models.PEERS
+        else fran_models.make_model(args.network)
+    )
     out = {"network": args.network, "distributed": args.distributed}
     if args.distributed:
         import fran.distributed as dist
