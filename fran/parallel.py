@@ -37,7 +37,8 @@ that depend on the shapes only, and for_pieces computes the blocks on fran's thr
 (fran/layers/_gemm.py), so the results are the same for any thread count.
 
 The thread count is the number of CPUs this process may use, or FRAN_NUM_THREADS if set;
-FRAN_NUM_THREADS=1 computes everything on the calling thread. BLAS is held to one thread in
+FRAN_NUM_THREADS=1 computes everything on the calling thread, except lockstep pieces, which
+run on threads of their own, one computing at a time. BLAS is held to one thread in
 every piece and whole batch for any thread count: a multithreaded OpenBLAS partitions its sums
 by its thread count, which would change the bits.
 """
