@@ -180,8 +180,7 @@ def combine(results: list, cuts, counts=None) -> tuple:
     or ranks that computed the pieces). The state is the first piece's (it is empty)."""
     if len(results) == 1:
         return results[0]
-    sizes = [b - a for a, b in cuts] if counts is None else counts
-    weights = [n / sum(sizes) for n in sizes]
+    weights = piece_weights(cuts, counts)
     value = sum(w * r[0] for w, r in zip(weights, results, strict=True))
 
     def weighted(*leaves):
@@ -312,8 +311,7 @@ def sum_pieces(results: list, cuts, counts=None) -> tuple:
     """(value, gradients, state) of a batch from lockstep pieces' (mean value, gradients of the
     weighted mean, state): the values weighted as in combine, the gradients added in piece
     order; every piece's state is the same (computed from the batch's sums): the first's."""
-    sizes = [b - a for a, b in cuts] if counts is None else counts
-    weights = [n / sum(sizes) for n in sizes]
+    weights = piece_weights(cuts, counts)
     value = sum(w * r[0] for w, r in zip(weights, results, strict=True))
     return value, add_in_order([r[1] for r in results]), results[0][2]
 
