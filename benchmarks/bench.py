@@ -70,11 +70,12 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 EXTRA_PATH = [] if importlib.util.find_spec("fran") else [str(REPO)]  # run from a checkout
 sys.path[:0] = EXTRA_PATH
+sys.path.insert(0, str(REPO / "tests"))  # the twin networks live with the tests that check them
 
 import flops
-import fran_models as fm
 import peak
 import profile_kinds
+from helpers import fran_models as fm
 from machine import (
     BLAS_VARS,
     blas_label,
@@ -247,7 +248,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def setup_torch(threads: int):
     """Import torch (only now: the fran child never does) and give it `threads` threads."""
     import torch
-    import torch_models
+    from helpers import torch_models
 
     torch.set_num_threads(threads)
     return torch, torch_models
@@ -277,66 +278,6 @@ def progress(run: int, repeats: int, fran_times: list[float], torch_times: list[
         f"  run {run + 1}/{repeats}: fran {fran_times[-1]:.3f} s, torch {torch_times[-1]:.3f} s",
         flush=True,
     )
-
-
-def twins(name: str, tm):
-    """A fresh fran Model and its torch twin (a trainer holding `.model`), seed 0."""
-    if name in fm.PEERS:
-        return fm.make_peer_model(name), tm.make_peer_trainer(name, steps_per_epoch=10)
-    return fm.make_model(name), tm.make_trainer(name)
-
-
-def check_param_counts(tm, names=tuple(fm.ARCHITECTURES)) -> dict[str, int]:
-    """Assert fran's and torch's networks have identical parameter counts; return them."""
-    counts = {}
-    for name in names:
-        model, trainer = twins(name, tm)
-        n_fran, n_torch = fm.n_params(model), tm.n_params(trainer)
-        if n_fran != n_torch:
-            raise AssertionError(f"{name}: fran has {n_fran} params, torch {n_torch}")
-        counts[name] = n_fran
-    return counts
-
-
-def torch_shapes(module, x) -> list[tuple]:
-    """The per-sample shape after each module of an nn.Sequential, repeats (activations) dropped."""
-    shapes = [tuple(x.shape[1:])]
-    for m in module:
-        x = m(x)
-        if tuple(x.shape[1:]) != shapes[-1]:
-            shapes.append(tuple(x.shape[1:]))
-    return shapes
-
-
-def fran_shapes(model) -> list[tuple]:
-    """The per-sample shape after each fran layer, repeats (a final softmax) dropped."""
-    shapes = [tuple(model.input_shape)]
-    for spec in model.spec.layers:
-        shape = tuple(fran.output_shape(spec, shapes[-1]))
-        if shape != shapes[-1]:
-            shapes.append(shape)
-    return shapes
-
-
-def check_twin_shapes(tm, torch, names=tuple(fm.ARCHITECTURES)) -> dict[str, list[tuple]]:
-    """Assert each fran network and its torch twin produce the same shape after every layer
-    (a residual block is one layer, as the twin's Residual module is one module), and the same
-    output shape on a real batch (forward passes of 2 images, eval mode); return the shapes."""
-    out = {}
-    for name in names:
-        model, trainer = twins(name, tm)
-        x = np.zeros((2, *model.input_shape), dtype=np.float32)
-        with torch.no_grad():
-            theirs = torch_shapes(trainer.model.eval(), torch.from_numpy(x))
-            y_torch = tuple(trainer.model(torch.from_numpy(x)).shape)
-        ours = fran_shapes(model)
-        if ours != theirs:
-            raise AssertionError(f"{name}: fran's layer shapes {ours} != torch's {theirs}")
-        y_fran = fm.infer(model, x, 2).shape
-        if y_fran != y_torch:
-            raise AssertionError(f"{name}: fran outputs {y_fran}, torch {y_torch}")
-        out[name] = ours
-    return out
 
 
 # A 1-minute load average above LOAD_MARGIN per CPU beyond this benchmark's own threads means
@@ -827,8 +768,8 @@ def run(args, torch, tm) -> dict:
             "kernels": fran.kernels.backend(),  # FRAN_KERNELS=numpy: the NumPy references
             "malloc_tuned": fran.memory.applied,
         },
-        "param_counts": check_param_counts(tm, (*fm.ARCHITECTURES, *peers_run)),
-        "layer_shapes": check_twin_shapes(tm, torch, (*fm.ARCHITECTURES, *peers_run)),
+        "param_counts": tm.check_param_counts((*fm.ARCHITECTURES, *peers_run)),
+        "layer_shapes": tm.check_twin_shapes((*fm.ARCHITECTURES, *peers_run)),
         "items": [],
         "complete": False,
     }

@@ -1,6 +1,6 @@
 """fran.distributed against threads: R ranks of one thread against one process of R threads.
 
-For LeNet-5 and the Fashion-MNIST CNN (benchmarks/fran_models.py) on synthetic 28x28 images, one
+For LeNet-5 and the Fashion-MNIST CNN (tests/helpers/fran_models.py) on synthetic 28x28 images, one
 epoch of --n-train images after a warm-up epoch, each configuration in its own process(es):
 - threads: one process, FRAN_NUM_THREADS=R (fran.train_nn);
 - ranks:   mpiexec -n R, FRAN_NUM_THREADS=1 each (fran.distributed.train_nn);
@@ -50,8 +50,8 @@ def _digest(model) -> str:
 
 def worker(args) -> None:
     """One configuration, in this process (under mpiexec for --distributed): JSON on stdout."""
-    sys.path.insert(0, str(HERE))
-    import fran_models
+    sys.path.insert(0, str(HERE.parent / "tests"))  # the twin networks live with the tests
+    from helpers import fran_models
 
     import fran
 

@@ -97,7 +97,7 @@ def train_flops(spec, input_shape: tuple) -> int:
 def network_specs() -> dict:
     """Every benchmarked network's spec by name: the seed's three and the examples' three peers
     (those import the examples, and so need their matplotlib)."""
-    import fran_models as fm
+    from helpers import fran_models as fm  # tests/helpers: on sys.path (bench.py, or below)
 
     specs = {name: build() for name, build in fm.ARCHITECTURES.items()}
     for name in fm.PEERS:
@@ -123,4 +123,8 @@ def table(n_images: int = 10_000) -> str:
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     print(table())

@@ -122,8 +122,8 @@ import sys, time, numpy as np
 t0 = time.perf_counter()
 import fran
 t1 = time.perf_counter()
-sys.path.insert(0, {bench!r})
-import fran_models as fm
+sys.path.insert(0, {tests!r})
+from helpers import fran_models as fm
 rng = np.random.default_rng(0)
 X = rng.random((64, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 10, 64)
@@ -145,7 +145,7 @@ def compile_costs(arch: str, runs: int) -> list[dict]:
         for i in range(runs):
             for backend in ("numba", "numpy"):
                 env["FRAN_KERNELS"] = backend
-                code = COMPILE_CHILD.format(arch=arch, bench=str(REPO / "benchmarks"))
+                code = COMPILE_CHILD.format(arch=arch, tests=str(REPO / "tests"))
                 run = subprocess.run(
                     [sys.executable, "-c", code],
                     env=env,
@@ -173,8 +173,8 @@ import json, sys, time, numpy as np
 import fran
 if {tuned}:
     fran.memory.keep_freed_memory()
-sys.path.insert(0, {bench!r})
-import fran_models as fm
+sys.path.insert(0, {tests!r})
+from helpers import fran_models as fm
 rng = np.random.default_rng(0)
 X = rng.random((1024, 1, 28, 28), dtype=np.float32)
 y = rng.integers(0, 10, 1024)
@@ -198,7 +198,7 @@ def malloc_ab(pairs: int) -> dict:
     times: dict = {}
     for _ in range(pairs):
         for tuned in (True, False):
-            code = MALLOC_CHILD.format(tuned=tuned, bench=str(REPO / "benchmarks"))
+            code = MALLOC_CHILD.format(tuned=tuned, tests=str(REPO / "tests"))
             run = subprocess.run(
                 [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
             )
@@ -218,8 +218,8 @@ def malloc_ab(pairs: int) -> dict:
 
 def epochs_ab(n: int, repeats: int, only: str = "") -> list[dict]:
     """Whole training epochs of each network on n random images, the backends alternating."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import fran_models as fm
+    sys.path.insert(0, str(REPO / "tests"))  # the twin networks live with the tests
+    from helpers import fran_models as fm
 
     X = RNG.random((n, 1, 28, 28), dtype=np.float32)
     y = RNG.integers(0, 10, n)
@@ -251,8 +251,8 @@ def digests(n: int) -> dict:
     of its params (the same on both when the twins keep the references' bits)."""
     import hashlib
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import fran_models as fm
+    sys.path.insert(0, str(REPO / "tests"))  # the twin networks live with the tests
+    from helpers import fran_models as fm
 
     from fran.tree import tree_leaves
 
@@ -292,7 +292,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=21)
     p.add_argument("--only", default="", help="run only kernels whose group or label has this")
     p.add_argument("--compile", action="store_true", help="cold vs warm cache, first train step")
-    p.add_argument("--arch", default="lenet5", help="network for --compile (fran_models)")
+    p.add_argument(
+        "--arch", default="lenet5", help="network for --compile (tests/helpers/fran_models.py)"
+    )
     p.add_argument("--epochs", type=int, metavar="N", help="whole epochs on N images instead")
     p.add_argument("--malloc", type=int, metavar="PAIRS", help="malloc opt-in vs default instead")
     p.add_argument("--digests", type=int, metavar="N", help="params hashes after 2 epochs instead")

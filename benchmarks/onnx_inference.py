@@ -6,7 +6,7 @@
 One LeNet-5 (examples/lenet5_mnist.py, init_weights seed 0, float32) is exported with
 fran.onnx.export; ONNX Runtime runs that file (CPU provider, intra-op threads = --threads, one
 session.run on all --n images), fran runs `predict` (its batches of --batch, split across
-threads), and PyTorch runs the same weights in its twin (benchmarks/torch_models.lenet5 with the
+threads), and PyTorch runs the same weights in its twin (tests/helpers/torch_models.lenet5 with the
 softmax, torch.set_num_threads(--threads), batches of --batch under no_grad). First all three
 outputs are checked to agree within 1e-5; then each framework is timed --repeats times,
 alternating (ort 1, fran 1, torch 1, ort 2, ...) after one untimed warm-up each, on the same
@@ -78,7 +78,9 @@ def parse(argv):
 def torch_twin(model):
     """PyTorch's LeNet-5 holding fran's weights (dense w transposed), with the final softmax."""
     import torch
-    import torch_models
+
+    sys.path.insert(0, str(REPO / "tests"))  # the twin networks live with the tests
+    from helpers import torch_models
 
     net = torch.nn.Sequential(*torch_models.lenet5(), torch.nn.Softmax(dim=1)).eval()
     convs = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]

@@ -30,7 +30,7 @@ try:
     from tqdm import tqdm
 except ModuleNotFoundError as exc:  # fran alone was installed, without the examples' extras
     MISSING_EXTRAS: ModuleNotFoundError | None = exc  # run() stops with how to install them;
-    # importing an example still works (its build() and optimizer(): benchmarks/peers.py)
+    # importing an example still works (its build() and optimizer(): tests/helpers/peer_twins.py)
 else:
     MISSING_EXTRAS = None
     matplotlib.use("Agg")  # files only, never a window (fine before any figure exists)

@@ -19,7 +19,7 @@ Trained with AdamW (betas 0.9, 0.99, weight decay 0.01 as makemore) under a line
 over the first half epoch into a cosine decay to 0 at the last step of --epochs (so resume to
 the same --epochs to finish a run: a larger one follows another schedule from there). Dense layers
 start from PyTorch's default U(+-1/sqrt(fan_in)) (init "torch"); the other layers draw as torch's
-modules do, so benchmarks/char_lm_peers.py's PyTorch twin starts from the same distribution.
+modules do, so tests/helpers/char_lm_twins.py's PyTorch twin starts from the same distribution.
 Each epoch prints the train loss (mean over its batches) and the validation loss (10% of the
 words, fixed for every seed: a permutation by default_rng(0)); the run ends by sampling new
 words (--temperature, --sample-seed) and says which of them are in the training set.
@@ -152,7 +152,7 @@ def optimizer(args, steps_per_epoch: int) -> fran.Optimizer:
 
 def batches(n: int, batch_size: int, seed: int, epoch: int):
     """The index batches train_nn draws for `epoch`: a permutation from default_rng([seed,
-    epoch]) cut in order (benchmarks/char_lm_peers.py feeds PyTorch the same)."""
+    epoch]) cut in order (tests/helpers/char_lm_twins.py feeds PyTorch the same)."""
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 

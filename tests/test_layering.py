@@ -9,8 +9,11 @@ without executing any of it. Rules:
   it (`fran.layers._init` is fran.layers' own), neither by `import` nor as an attribute
   (`engine._fold`); dunders (`__version__`) are not private;
 - fran imports nothing from examples/, benchmarks/ or tests/;
-- every module of fran is in the table, and every exception is still needed.
-Tests may use private names (they test them) and are not read.
+- every module of fran is in the table, and every exception is still needed;
+- nothing under tests/ imports a module of benchmarks/ or puts benchmarks/ on sys.path (the twin
+  networks the oracle compares against live in tests/helpers/; benchmarks/ imports them, not the
+  other way; a benchmark script is tested only by running it, or by benchmarks/tests/).
+Tests may use private names (they test them) and are otherwise not read.
 """
 
 from __future__ import annotations
@@ -170,6 +173,54 @@ def violations() -> tuple[list[str], set[tuple[str, str]]]:
             if owner is not None and not inside(module, owner):
                 breach(line, owner, f"uses {dotted}: private to {owner}")
     return problems, allowed - used
+
+
+def benchmark_reaches(root: Path | None = None) -> list[str]:
+    """Every place under tests/ that imports a module of benchmarks/ (benchmark scripts import
+    each other by file name: `import peers`) or puts a path naming benchmarks on sys.path."""
+    root = root or ROOT
+    stems = {path.stem for path in (root / "benchmarks").glob("*.py")}
+    problems = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        source = path.read_text()
+        for node in ast.walk(ast.parse(source, filename=rel)):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module]
+            for name in names:
+                if name.split(".")[0] in stems | {"benchmarks"}:
+                    problems.append((rel, node.lineno, f"imports {name} from benchmarks/"))
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in ("insert", "append")
+                and ast.unparse(node.func.value) == "sys.path"
+                and "benchmarks" in (ast.get_source_segment(source, node) or "")
+            ):
+                problems.append((rel, node.lineno, "puts benchmarks/ on sys.path"))
+    return [f"{rel}:{line}: {why}" for rel, line, why in sorted(problems)]
+
+
+def test_the_tests_import_nothing_from_benchmarks():
+    problems = benchmark_reaches()
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_benchmark_check_catches_an_import_and_a_path(tmp_path):
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "peers.py").write_text("")
+    (tmp_path / "tests" / "oracle").mkdir(parents=True)
+    (tmp_path / "tests" / "oracle" / "test_x.py").write_text(
+        "import sys\nsys.path.insert(0, str(ROOT / 'benchmarks'))\nimport peers\n"
+        "from helpers import fran_models\n"
+    )
+    assert benchmark_reaches(tmp_path) == [
+        "tests/oracle/test_x.py:2: puts benchmarks/ on sys.path",
+        "tests/oracle/test_x.py:3: imports peers from benchmarks/",
+    ]
 
 
 def test_every_import_follows_the_layering_in_docs_architecture():

@@ -149,7 +149,7 @@ def test_n_words_takes_a_fixed_subset_in_list_order(char_lm, small_words):
 def test_train_epoch_is_the_train_step_loop_it_replaced(char_lm, tmp_path):
     """train_epoch (train_nn on integer ids) gives, bitwise, the model and mean loss of the loop
     of train_step over char_lm.batches on float ids that it replaced (the batches the PyTorch
-    twin of benchmarks/char_lm_peers.py is fed)."""
+    twin of tests/helpers/char_lm_twins.py is fed)."""
     args = char_lm.parse_args([*TINY, "--epochs", "2", "--dropout", "0.1", "--quiet"])
     data = char_lm.load_data(args)
     model = by_hand = char_lm.fresh_model(args, data["T"])

@@ -5,8 +5,8 @@
   networks of every built-in layer kind; within 1e-12 in float64 where the runtime has float64
   kernels (its CPU provider has none for Conv, ConvTranspose, Erf (gelu), RNN and LSTM: those
   run in float64 in tests/test_onnx.py through onnx's reference evaluator).
-- PyTorch's twins of the peer networks (benchmarks/peers.py) and of the benchmark's networks
-  (benchmarks/torch_models.py: LeNet-5, the CNN, the autoencoder with its ConvTranspose2d), with
+- PyTorch's twins of the peer networks (tests/helpers/peer_twins.py) and of the benchmark's
+  networks (tests/helpers/torch_models.py: LeNet-5, the CNN, the autoencoder with its ConvTranspose2d), with
   random batch-norm statistics, exported by torch.onnx.export (the TorchScript exporter, with and
   without constant folding: folding merges batch norm into the convolutions), load into fran and
   predict as PyTorch does within 1e-5; the loaded models train with train_nn, and one SGD step on
@@ -36,14 +36,13 @@ import fran.onnx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-# examples/ goes on the path too (peers.py puts it there), where the folder examples/fran_avgpool
+# examples/ goes on the path too (peer_twins.py puts it there), where the folder examples/fran_avgpool
 # would shadow an editable install of the plugin as an empty namespace package for the README's
 # plugin blocks (which this environment runs): its module itself goes first
 sys.path.insert(0, str(ROOT / "examples" / "fran_avgpool"))
 
-import peers  # noqa: E402, I001  (benchmarks/ is on the path only now)
-import torch_models  # noqa: E402
+from helpers import peer_twins as peers  # noqa: E402, I001  (tests/ is on the path only now)
+from helpers import torch_models  # noqa: E402
 from helpers.onnx_cases import (  # noqa: E402
     EXAMPLES,
     char_lm_model,

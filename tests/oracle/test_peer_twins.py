@@ -1,4 +1,4 @@
-"""The peer twins in benchmarks/peers.py do exactly what fran's three peer examples do.
+"""The peer twins in tests/helpers/peer_twins.py do exactly what fran's three peer examples do.
 
 For each network (examples/pytorch_mnist.py, keras_mnist.py, resnet_fmnist.py), fran's model
 (EXAMPLE.build(), init_weights(scheme="torch"), float64) is copied into its PyTorch twin
@@ -19,23 +19,16 @@ rates and their semantics, and the validation split. The data are MNIST-shaped s
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import peer_twins as peers
 from torch import nn
 
 import fran
 import fran.data
 from fran import registry, train
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import peers  # noqa: E402  (benchmarks/ is on the path only now)
 
 torch.set_num_threads(1)
 
@@ -45,17 +38,6 @@ TOL = 1e-8  # relative, in float64 (the measured differences are ~1e-14)
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def images(name: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """n MNIST-like float64 images: a zero background around a random 16 x 16 patch."""
-    rng = np.random.default_rng(seed)
-    X = np.zeros((n, 1, 28, 28))
-    X[:, :, 6:22, 6:22] = rng.random((n, 1, 16, 16)) * (rng.random((n, 1, 16, 16)) < 0.6)
-    if name == "pytorch_mnist":
-        ex = peers.MODULES[name]
-        X = (X - ex.MEAN) / ex.STD
-    return X, rng.integers(0, 10, n)
 
 
 def fran_model(name: str) -> fran.Model:
@@ -129,7 +111,7 @@ def _print_differences():
 @pytest.mark.parametrize("name", NAMES)
 def test_the_twin_has_the_same_loss_and_gradients(name, masks):
     model = fran_model(name)
-    X, y = images(name, BATCH)
+    X, y = peers.synthetic_images(name, BATCH)
     body, cut = train.loss_head(model.spec, fran.cross_entropy)
     n = len(model.params) - cut
     out, pullback, _ = fran.vjp_with_state(
@@ -157,7 +139,7 @@ def test_the_twin_trains_the_same(name, masks):
     """Three epochs of train_nn against peers.torch_epoch, from the same params, on the same
     batches: the same loss at every step, the same params and running statistics after."""
     ex = peers.MODULES[name]
-    X, y = images(name, N)
+    X, y = peers.synthetic_images(name, N)
     steps = -(-N // BATCH)
     model = fran_model(name)
     args = argparse.Namespace(lr=ex.EXAMPLE.lr, epochs=EPOCHS)
@@ -258,49 +240,6 @@ def test_dropout_drops_the_same_fraction_with_the_same_scale():
             assert abs((out == 0).mean() - rate) < 5 * sigma
 
 
-def test_both_hold_out_the_same_validation_images(monkeypatch):
-    """peers.load_data trains on what the example trains on (keras_mnist: the first 90%)."""
-
-    def fake(split="train", n=None, **kw):
-        n = 10000 if n is None else n
-        return np.arange(n * 784, dtype=np.float32).reshape(n, 1, 28, 28), np.arange(n) % 10
-
-    monkeypatch.setattr(fran.data, "load_mnist", fake)
-    for name in ("keras_mnist", "pytorch_mnist"):
-        ex = peers.MODULES[name]
-        args = ex._common.parse_args(ex.EXAMPLE, ["--n-train", "1000"])
-        theirs = ex._common.load_data(ex.EXAMPLE, args)
-        mine = peers.load_data(name, 1000)
-        np.testing.assert_array_equal(mine["X"], theirs["X"])
-        np.testing.assert_array_equal(mine["y"], theirs["y"])
-        assert mine["batch"] == ex.EXAMPLE.batch_size
-    assert len(peers.load_data("keras_mnist", 1000)["X"]) == 900
-
-
-def test_the_table_gives_standard_errors_and_the_gap_and_the_json_each_runs_load(
-    monkeypatch, tmp_path, capsys
-):
-    accs = {"fran": [0.97, 0.96, 0.98], "torch": [0.975, 0.965, 0.985]}
-
-    def fake_run(framework):
-        return lambda name, data, seed, epochs: (accs[framework][seed], [1.0] * epochs)
-
-    monkeypatch.setattr(peers, "load_data", lambda name, n: {})
-    monkeypatch.setattr(peers, "fran_run", fake_run("fran"))
-    monkeypatch.setattr(peers, "torch_run", fake_run("torch"))
-    monkeypatch.setattr(peers.os, "getloadavg", lambda: (1.234, 0.5, 0.25))
-    record = peers.main(["--only", "keras_mnist", "--threads", "1", "--out", str(tmp_path / "r")])
-    row = record["table"][-1]
-    # mean 97.00 / 97.50, std 1.00 for both, s.e. 1 / sqrt 3 = 0.58; the gap -0.5 / 1 std
-    assert row == (
-        "| `keras_mnist` | 10 | 97.00% ± 1.00 (s.e. 0.58) | 97.50% ± 1.00 (s.e. 0.58) | -0.50 std "
-        "| 1.0 | 1.0 | yes |"
-    )
-    assert row in capsys.readouterr().out
-    saved = json.loads((tmp_path / "r").read_text())
-    assert [r["load"] for r in saved["results"]["keras_mnist"]["fran"]] == [[1.23, 0.5, 0.25]] * 3
-
-
 def test_a_twin_with_other_dropout_rates_is_refused(monkeypatch):
     def other():
         net = peers.torch_keras_mnist()
@@ -310,15 +249,3 @@ def test_a_twin_with_other_dropout_rates_is_refused(monkeypatch):
     monkeypatch.setitem(peers.TORCH_NETS, "keras_mnist", other)
     with pytest.raises(ValueError, match="dropout rates differ"):
         peers.fed_twin("keras_mnist", fran_model("keras_mnist"), [])
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_a_paired_run_trains_both_alike(name):
-    """--paired: the twin from fran's params on fran's batches and masks, in float32, scores as
-    fran does (a tiny run: one epoch of 3 batches, the last partial)."""
-    ex = peers.MODULES[name].EXAMPLE
-    X, y = images(name, 2 * ex.batch_size + 5)
-    Xt, yt = images(name, 50, seed=1)
-    data = {"X": X.astype(np.float32), "y": y, "Xt": Xt.astype(np.float32), "yt": yt}
-    fran_acc, torch_acc = peers.paired_run(name, data | {"batch": ex.batch_size}, 0, 1)
-    assert fran_acc == torch_acc

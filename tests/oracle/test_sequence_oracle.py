@@ -3,14 +3,12 @@ forward and every gradient (inputs and params) of embedding, position_embedding,
 gelu (both forms), dense on (T, C), rnn, lstm, attention (torch.nn.MultiheadAttention, causal or
 not; with dropout, torch's formula fed fran's mask), and sequence_cross_entropy against
 F.cross_entropy with ignore_index; each layer's init against the law torch draws from; and the
-char-LM twin of benchmarks/char_lm_peers.py against fran (the same loss, gradients and steps).
+char-LM twin of tests/helpers/char_lm_twins.py against fran (the same loss, gradients and steps).
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,11 +307,9 @@ def test_init_draws_from_torchs_distributions():
 
 
 def _twin_modules():
-    root = Path(__file__).resolve().parents[2]
-    sys.path.insert(0, str(root / "benchmarks"))
-    import char_lm_peers  # noqa: PLC0415  (benchmarks/ is on the path only now)
+    from helpers import char_lm_twins  # noqa: PLC0415  (imports the example only now)
 
-    return char_lm_peers, char_lm_peers.char_lm
+    return char_lm_twins, char_lm_twins.char_lm
 
 
 def _words(n: int, seed: int) -> list[str]:
@@ -324,7 +320,7 @@ def _words(n: int, seed: int) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["transformer", "rnn", "lstm"])
 def test_char_lm_twin_computes_frans_loss_gradients_and_steps(kind):
-    """benchmarks/char_lm_peers.py's twin holding fran's float64 params: one batch's loss and
+    """tests/helpers/char_lm_twins.py's twin holding fran's float64 params: one batch's loss and
     every gradient, then two epochs (a partial last batch each) of AdamW under the schedule."""
     peers, char_lm = _twin_modules()
     argv = ["--model", kind, "--n-embd", "8", "--n-layer", "2", "--n-head", "2"]

@@ -1,13 +1,14 @@
-"""The benchmark's networks in fran, and the calls bench.py times.
+"""The benchmark's networks in fran, and the calls benchmarks/bench.py times.
 
-The seed's three networks mirror the nn.Sequential of the same name in torch_models.py (bench.py
-asserts equal parameter counts and layer shapes). Training is the public API exactly as the README
+The seed's three networks mirror the nn.Sequential of the same name in torch_models.py (its
+check_param_counts and check_twin_shapes, which bench.py runs before timing, assert equal
+parameter counts and layer shapes). Training is the public API exactly as the README
 shows it: `train_nn(model, X, y, optimizer=adam(1e-3), batch_size=64)`; inference is `predict`.
 
 The three peer networks (PEERS) are the examples' own: examples/pytorch_mnist.py, keras_mnist.py
 and resnet_fmnist.py, each example's build(), PyTorch's default initialisation (scheme "torch")
 and the example's optimizer (with its schedule for a one-epoch run) and batch size; their twins are
-benchmarks/peers.py's TORCH_NETS. The examples are imported only when a peer is asked for.
+peer_twins.py's TORCH_NETS. The examples are imported only when a peer is asked for.
 This module must not import torch: the peak-memory child process for fran imports only this.
 """
 
@@ -123,11 +124,11 @@ def infer(model: Model, X: np.ndarray, batch_size: int) -> np.ndarray:
 # ---------------------------------------------------------------- the peer networks
 
 PEERS = ("pytorch_mnist", "keras_mnist", "resnet_fmnist")
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
 def peer_example(name: str):
-    """The example module of a peer network (examples/ goes on sys.path, as peers.py does)."""
+    """The example module of a peer network (examples/ goes on sys.path, as peer_twins.py does)."""
     if name not in PEERS:
         raise KeyError(f"unknown peer network {name!r}; known: {', '.join(PEERS)}")
     if str(EXAMPLES_DIR) not in sys.path:

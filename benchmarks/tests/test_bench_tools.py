@@ -1,6 +1,7 @@
 """The benchmark's floating-point counts (benchmarks/flops.py) against hand-computed numbers, and
-the torch-free helpers around them: the profile's classes, the both-settings summary, the kernel
-label. No torch: this runs in the `tests` env."""
+the torch-free tools around them: the profile's classes, the both-settings summary, the load
+warning. No torch: this runs in the `tests` env (which puts benchmarks/ and tests/ on sys.path, as
+the benchmark scripts do)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH_DIR))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]  # as the benchmark scripts put them
 
+import bench  # noqa: E402
 import flops  # noqa: E402
-import fran_models as fm  # noqa: E402
+from helpers import fran_models as fm  # noqa: E402
 
 from fran import conv2d, conv2d_transpose, dense, flatten, maxpooling, network, residual  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _sys_path_as_it_was(monkeypatch):
-    """fran_models.peer_example puts examples/ on sys.path; leave it as it was for later tests:
-    there `import fran_avgpool` would find the plugin's project folder, examples/fran_avgpool/,
-    as an empty namespace package before an editable install's finder sees the real module."""
+    """fran_models.peer_example puts examples/ on sys.path; take it off after each test: there
+    `import fran_avgpool` would find the plugin's folder as an empty namespace package."""
     monkeypatch.setattr(sys, "path", list(sys.path))
 
 
@@ -195,3 +196,21 @@ def test_options_are_stripped_for_the_children():
         "machine": Path("/r/results.machine.json"),
         "unset": Path("/r/results.unset.json"),
     }
+
+
+# ---------------------------------------------------------------- the load warning
+
+
+def test_high_load_is_flagged():
+    assert not bench.high_load(0.3, 2, 0)
+    assert bench.high_load(1.5, 2, 0)  # before the run: other work on the machine
+    assert not bench.high_load(2.4, 2, 2)  # during it: its own two threads explain the load
+    assert bench.high_load(4.0, 2, 2)
+
+
+def test_the_load_warning_is_printed_and_recorded(monkeypatch, capsys):
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    results: dict = {}
+    bench.check_load(results, "before the run", 0)
+    assert "warning: load average 9.00" in capsys.readouterr().err
+    assert len(results["warnings"]) == 1

@@ -1,4 +1,5 @@
-"""The benchmark's three networks in idiomatic PyTorch, and the loops bench.py times.
+"""The benchmark's three networks in idiomatic PyTorch, the loops benchmarks/bench.py times, and
+the checks that each twin does the work of its fran network.
 
 Each network is a plain nn.Sequential with PyTorch's default initialisation, mirroring the fran
 network of the same name in fran_models.py. The classifiers end at their logits (no softmax):
@@ -6,9 +7,10 @@ they are trained with nn.CrossEntropyLoss, and `infer` applies the softmax, as f
 does. Training is the standard loop: a shuffled index permutation, x[idx] batches,
 zero_grad / backward / step with torch.optim.Adam(lr=1e-3).
 
-The peer networks' twins are benchmarks/peers.py's TORCH_NETS, trained as peers.py's torch_run
-trains them (its torch_optimizer: the optimizer, the learning-rate schedule set per step, the
-gradient clip), one epoch at a time (PeerTrainer); peers.py is imported only when asked for.
+The peer networks' twins are peer_twins.py's TORCH_NETS, trained as benchmarks/peers.py's
+torch_run trains them (peer_twins.torch_optimizer: the optimizer, the learning-rate schedule set
+per step, the gradient clip), one epoch at a time (PeerTrainer); peer_twins.py (which imports the
+examples) is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+import fran
+from helpers import fran_models as fm
 
 LR = 1e-3
 
@@ -180,8 +185,8 @@ class PeerTrainer:
 
 
 def make_peer_trainer(name: str, seed: int = 0, steps_per_epoch: int = 1, epochs: int = 1):
-    """peers.py's twin of a peer network, seeded, with its optimizer for `epochs` epochs."""
-    import peers  # torch, fran and the examples (their matplotlib): only when a peer is run
+    """peer_twins.py's twin of a peer network, seeded, with its optimizer for `epochs` epochs."""
+    from helpers import peer_twins as peers  # the examples (their matplotlib): only when asked
 
     torch.manual_seed(seed)
     model = peers.TORCH_NETS[name]()
@@ -191,7 +196,7 @@ def make_peer_trainer(name: str, seed: int = 0, steps_per_epoch: int = 1, epochs
 
 
 def _peer_step(trainer: PeerTrainer, xb: torch.Tensor, yb: torch.Tensor) -> None:
-    """One step as peers.torch_run takes it: the scheduled rate, backward, clip, step."""
+    """One step as benchmarks/peers.py's torch_run takes it: scheduled rate, backward, clip, step."""
     if trainer.lr is not None:
         for group in trainer.optimizer.param_groups:
             group["lr"] = trainer.lr(trainer.step)
@@ -218,3 +223,66 @@ def warmup_peer(
     trainer.model.train()
     _peer_step(trainer, x[:batch_size], y[:batch_size])
     return trainer
+
+
+# ---------------------------------------------------------------- each twin does its network's work
+
+
+def twins(name: str):
+    """A fresh fran Model and its torch twin (a trainer holding `.model`), seed 0."""
+    if name in fm.PEERS:
+        return fm.make_peer_model(name), make_peer_trainer(name, steps_per_epoch=10)
+    return fm.make_model(name), make_trainer(name)
+
+
+def check_param_counts(names=tuple(fm.ARCHITECTURES)) -> dict[str, int]:
+    """Assert fran's and torch's networks have identical parameter counts; return them."""
+    counts = {}
+    for name in names:
+        model, trainer = twins(name)
+        n_fran, n_torch = fm.n_params(model), n_params(trainer)
+        if n_fran != n_torch:
+            raise AssertionError(f"{name}: fran has {n_fran} params, torch {n_torch}")
+        counts[name] = n_fran
+    return counts
+
+
+def torch_shapes(module, x) -> list[tuple]:
+    """The per-sample shape after each module of an nn.Sequential, repeats (activations) dropped."""
+    shapes = [tuple(x.shape[1:])]
+    for m in module:
+        x = m(x)
+        if tuple(x.shape[1:]) != shapes[-1]:
+            shapes.append(tuple(x.shape[1:]))
+    return shapes
+
+
+def fran_shapes(model) -> list[tuple]:
+    """The per-sample shape after each fran layer, repeats (a final softmax) dropped."""
+    shapes = [tuple(model.input_shape)]
+    for spec in model.spec.layers:
+        shape = tuple(fran.output_shape(spec, shapes[-1]))
+        if shape != shapes[-1]:
+            shapes.append(shape)
+    return shapes
+
+
+def check_twin_shapes(names=tuple(fm.ARCHITECTURES)) -> dict[str, list[tuple]]:
+    """Assert each fran network and its torch twin produce the same shape after every layer
+    (a residual block is one layer, as the twin's Residual module is one module), and the same
+    output shape on a real batch (forward passes of 2 images, eval mode); return the shapes."""
+    out = {}
+    for name in names:
+        model, trainer = twins(name)
+        x = np.zeros((2, *model.input_shape), dtype=np.float32)
+        with torch.no_grad():
+            theirs = torch_shapes(trainer.model.eval(), torch.from_numpy(x))
+            y_torch = tuple(trainer.model(torch.from_numpy(x)).shape)
+        ours = fran_shapes(model)
+        if ours != theirs:
+            raise AssertionError(f"{name}: fran's layer shapes {ours} != torch's {theirs}")
+        y_fran = fm.infer(model, x, 2).shape
+        if y_fran != y_torch:
+            raise AssertionError(f"{name}: fran outputs {y_fran}, torch {y_torch}")
+        out[name] = ours
+    return out
