@@ -165,6 +165,25 @@ def _check_batch_size(fn: str, batch_size, n: int) -> None:
         raise ValueError(f"{fn}: batch_size must be an integer >= 1, got {batch_size!r}")
 
 
+def _check_every_batch_counts(fn: str, loss: Loss, y: np.ndarray, batch_size: int) -> None:
+    """Refuse, before the first step, data where a shuffled batch could be drawn only from rows
+    whose every target is ignore_index: its mean loss would be 0/0, mid-epoch. Fewer such rows
+    than the smallest batch (the last, partial one, or batch_size) can never fill a batch."""
+    if not loss.per_position or loss.ignore_index is None:
+        return
+    empty = np.flatnonzero((y == loss.ignore_index).all(axis=1))
+    n = len(y)
+    smallest = n % batch_size or min(batch_size, n)
+    if len(empty) >= smallest:
+        rows = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        raise ValueError(
+            f"{fn}: {len(empty)} rows of y have every target ignore_index={loss.ignore_index} "
+            f"(rows {rows}), as many as the smallest batch ({smallest} of {n} samples at "
+            f"batch_size {batch_size}), so a shuffled batch could count no position; drop those "
+            "rows, which count for nothing, or choose another batch_size"
+        )
+
+
 @functools.lru_cache(maxsize=64)
 def loss_head(spec: engine.network, loss: Loss) -> tuple[engine.network, int]:
     """(the network the loss sees, how many final layers it leaves out): the one place that
@@ -464,6 +483,7 @@ def prepare_training(fn: str, model, X, y, *, optimizer, loss, batch_size):
     X = prepare_inputs(fn, model, X)
     y = prepare_targets(fn, model, loss, y, len(X))
     _check_batch_size(fn, batch_size, len(X))
+    _check_every_batch_counts(fn, loss, y, batch_size)
     return attrs.evolve(model, opt_state=_opt_state_for(optimizer, model)), optimizer, loss, X, y
 
 

@@ -332,6 +332,34 @@ def test_a_batch_or_piece_with_every_target_ignored_is_not_junk_when_others_coun
         fran.tree.tree_leaves(one.params), fran.tree.tree_leaves(two.params), strict=True
     ):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
-    trained = fran.train_nn(model, x, y, loss=SCE, batch_size=16, pieces=1, seed=0)
-    assert trained.step == model.step + 2
+    trained = fran.train_nn(model, x, y, loss=SCE, batch_size=32, pieces=2, seed=0)
+    assert trained.step == model.step + 1
     assert all(np.isfinite(leaf).all() for leaf in fran.tree.tree_leaves(trained.params))
+
+
+@pytest.mark.parametrize(
+    "n, batch_size, smallest",
+    [(32, 16, 16), (35, 16, 3), (20, 8, 4)],  # full batches; partial last ones
+)
+def test_rows_that_could_fill_a_batch_with_ignored_targets_are_refused_before_training(
+    model, n, batch_size, smallest
+):
+    """As many rows with every target ignored as the smallest batch: a shuffle could draw a batch
+    of them alone (its mean 0/0, mid-epoch), so train_nn refuses before the first step; one row
+    fewer can never fill a batch, and trains."""
+    x, y = _ids(n), _ids(n)
+    y[:smallest] = -1
+    calls = []
+    with pytest.raises(
+        ValueError,
+        match=rf"^train_nn: {smallest} rows of y have every target ignore_index=-1 \(rows 0, 1, "
+        rf".*\), as many as the smallest batch \({smallest} of {n} samples at batch_size "
+        rf"{batch_size}\), so a shuffled batch could count no position; drop those rows",
+    ):
+        fran.train_nn(
+            model, x, y, loss=SCE, batch_size=batch_size, on_batch=lambda *a: calls.append(a)
+        )
+    assert calls == []  # refused before any work
+    y[0] = x[0]  # one row fewer
+    trained = fran.train_nn(model, x, y, loss=SCE, batch_size=batch_size, seed=0)
+    assert trained.step == model.step + -(-n // batch_size)
