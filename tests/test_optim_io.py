@@ -191,20 +191,33 @@ def _old_data():  # as tests/data/make_opt_v1.py
 
 @pytest.mark.parametrize("name", sorted(OLD))
 def test_format_1_states_load_and_resume_as_the_old_code_did(name):
+    """Three more steps from a format-1 file give the params the old code gave (recorded by
+    tests/data/make_opt_v1.py). Not bitwise: the recording CPU's OpenBLAS ran AVX-512 kernels,
+    and another CPU's products differ in their last bits (measured: relative 1.6e-6 at most).
+    The conv biases before the batch norm (params 18, 19) have a zero gradient but for rounding,
+    which Adam, RMSprop and Adadelta scale up to steps of ~lr: only bounded. The same steps from
+    a fresh optimizer state instead of the loaded one are off by more than 5e-3."""
     model = fran.load(DATA / f"opt_v1_{name}.npz")
     assert model.step == 3 and type(model.opt_state) is fran.ChainState
     X, y = _old_data()
     more = fran.train_nn(model, X, y, optimizer=OLD[name], batch_size=16)  # no fresh-state warning
     assert more.step == 6
-    got = np.concatenate([a.ravel() for a in tree_leaves(more.params)])
     want = np.load(DATA / f"opt_v1_{name}_next.npy")
-    if "adam" in name:
-        # one rounding more per step (tests/test_optim_bitwise.py); the conv biases before the
-        # batch norm have a zero gradient but for rounding, which Adam scales to steps of ~lr
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=5e-3)
-        np.testing.assert_allclose(np.delete(got, [18, 19]), np.delete(want, [18, 19]), rtol=1e-4)
-    else:
-        assert got.tobytes() == want.tobytes()
+
+    def rest(params):
+        return np.delete(np.concatenate([a.ravel() for a in tree_leaves(params)]), [18, 19])
+
+    got = np.concatenate([a.ravel() for a in tree_leaves(more.params)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=0.1)
+    np.testing.assert_allclose(rest(more.params), np.delete(want, [18, 19]), rtol=1e-5, atol=1e-7)
+    fresh = fran.train_nn(
+        type(model)(**{**_fields(model), "opt_state": None}),
+        X,
+        y,
+        optimizer=OLD[name],
+        batch_size=16,
+    )
+    assert np.abs(rest(fresh.params) - np.delete(want, [18, 19])).max() > 5e-3
 
 
 def test_a_format_1_state_continues_under_the_adam_it_converts_to():

@@ -1,7 +1,7 @@
 """Run examples/lenet5_mnist.py's command line on synthetic MNIST under an address-space limit.
 
 Run by tests/test_reliability_memory.py. Everything is imported first (NumPy, matplotlib, the
-example), then RLIMIT_AS is set to the address space in use now plus --headroom-mib, and the
+example) and OpenBLAS's work buffer mapped, then RLIMIT_AS is set to the address space in use now plus --headroom-mib, and the
 script's own cli runs the remaining arguments. Prints one JSON line on stdout at the end (also
 after an error): the address space when the limit was set and the process's peak, in KiB.
 
@@ -50,6 +50,11 @@ def main() -> None:
         headroom, argv = int(argv[1]), argv[2:]
     assert argv[0] == "--", argv
     fran.data.load_mnist = synthetic
+    # OpenBLAS maps its work buffer at its first product and, if that fails, exits the process
+    # with its own message (no MemoryError for Python to catch): map it before the limit, as any
+    # run that has trained a step already has
+    for dtype in (np.float32, np.float64):
+        np.ones((256, 256), dtype) @ np.ones((256, 256), dtype)
     at_limit = status_kib("VmSize")
     if headroom is not None:
         limit = (at_limit + headroom * 1024) * 1024
