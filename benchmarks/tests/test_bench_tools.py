@@ -154,7 +154,7 @@ def test_a_profiled_epoch_is_split_into_the_four_classes(monkeypatch):
 
 
 def _result(ratios: dict, core: str, env: dict) -> dict:
-    items = [{"item": k, "ratio": r, "met": r <= 0.9} for k, r in ratios.items()]
+    items = [{"item": k, "ratio": r, "met": r <= 0.8} for k, r in ratios.items()]
     machine = {
         "blas_kernels": [{"internal_api": "openblas", "version": "0.3", "architecture": core,
                           "filepath": "/numpy.libs/libscipy_openblas.so"}],
@@ -168,16 +168,16 @@ def test_the_summary_says_whether_both_settings_meet_the_target():
     import bench_both
 
     results = {
-        "machine": _result({"lenet5_train": 0.8, "fmnist_train": 0.95}, "Haswell",
+        "machine": _result({"lenet5_train": 0.75, "fmnist_train": 0.95}, "Haswell",
                            {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"}),
-        "unset": _result({"lenet5_train": 0.85, "fmnist_train": 0.7}, "SkylakeX",
+        "unset": _result({"lenet5_train": 0.8, "fmnist_train": 0.7}, "SkylakeX",
                          {"OPENBLAS_CORETYPE": None, "OPENBLAS_L2_SIZE": None}),
     }  # fmt: skip
     table = bench_both.summary_table(results).splitlines()
     assert "Haswell; OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE=512" in table[0]
     assert "SkylakeX; both unset" in table[0]
-    assert table[2] == "| LeNet-5 train, 1 epoch | ≤ 0.9 | 0.800 | 0.850 | yes |"
-    assert table[3] == "| Fashion-MNIST CNN train, 1 epoch | ≤ 0.9 | 0.950 | 0.700 | **no** |"
+    assert table[2] == "| LeNet-5 train, 1 epoch | ≤ 0.8 | 0.750 | 0.800 | yes |"
+    assert table[3] == "| Fashion-MNIST CNN train, 1 epoch | ≤ 0.8 | 0.950 | 0.700 | **no** |"
 
 
 def test_options_are_stripped_for_the_children():
