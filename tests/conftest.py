@@ -11,11 +11,21 @@ CI stays deterministic: without the variable nothing changes.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import random
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+# pytest-markdown-docs imports every .py file it is given to read its docstrings; the PyTorch twins
+# in helpers/ import torch, so without torch (the `tests` env) they are not collected at all
+if importlib.util.find_spec("torch") is None:
+    collect_ignore = [
+        "helpers/torch_models.py",
+        "helpers/peer_twins.py",
+        "helpers/char_lm_twins.py",
+    ]
 
 settings.register_profile("dev", max_examples=15, deadline=None)
 settings.register_profile(
