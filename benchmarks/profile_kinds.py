@@ -20,8 +20,11 @@ The classes are a heuristic: a function's own time also holds the interpreter's 
 lines, and a ufunc called from an "overhead" function counts as overhead. So that an activation
 that is a bare ufunc (np.tanh) is not charged to the layer calling it, `visible_activations`
 wraps those in a named Python function (`activation_f`, `activation_vjp`) for the profile. The
-profile runs on one thread (FRAN_NUM_THREADS=1, BLAS held to one thread): cProfile sees the
-calling thread only. No torch here.
+profile runs on one thread (FRAN_NUM_THREADS=1, BLAS held to one thread). cProfile sees one
+thread per profiler, and batch-norm networks run their lockstep pieces on threads of their own
+even then, so `profile` gives every thread started during fn a profiler of its own and adds
+their stats (the threads' waits for each other, lock acquires and the pool's queue, are
+then idle time counted beside the work: they are left out). No torch here.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import pstats
+import sys
+import threading
 import types
 from pathlib import PurePath
 
@@ -55,6 +60,7 @@ PRODUCT_FUNCS = {
     ("_conv", "correlate_vjp"),
     ("_conv", "correlate_input_grad"),
     ("_conv", "<lambda>"),  # correlate_vjp's plain a @ b.T
+    ("conv", None),  # fran.kernels.conv: the implicit GEMM, im2col blocks made and multiplied
     ("dense", "vjp"),  # x @ w, then the bias add in place
     ("dense", "pullback"),  # x.T @ dz and dz @ w.T
     ("dense", "apply"),
@@ -83,6 +89,8 @@ ELEMENTWISE_FUNCS = {
     ("activation", None),
     ("batchnorm", None),
     ("_pool", None),
+    ("pool", None),  # fran.kernels.pool
+    ("epilogue", None),  # fran.kernels.epilogue
     ("maxpooling", None),
     ("dropout", None),
     ("softmax", None),
@@ -196,15 +204,41 @@ def visible_activations():
 
 
 def profile(fn) -> pstats.Stats:
-    """cProfile fn() on this thread, the activations visible."""
-    profiler = cProfile.Profile()
+    """cProfile fn() on this thread and on each thread it starts, the activations visible."""
+    from fran import parallel
+
+    profilers, lock = [cProfile.Profile()], threading.Lock()
+
+    def in_new_thread(*_):  # threading.setprofile's hook: swap itself for a profiler
+        sys.setprofile(None)
+        own = cProfile.Profile()
+        with lock:
+            profilers.append(own)
+        own.enable()
+
+    parallel.end_lockstep_threads()  # its threads would predate the hook
+    threading.setprofile(in_new_thread)
     with visible_activations():
-        profiler.enable()
+        profilers[0].enable()
         try:
             fn()
         finally:
-            profiler.disable()
-    return pstats.Stats(profiler)
+            profilers[0].disable()
+            threading.setprofile(None)
+            parallel.end_lockstep_threads()  # the threads end, so their profilers hold all
+    stats = pstats.Stats(profilers[0])
+    for own in profilers[1:]:
+        stats.add(own)
+    if len(profilers) > 1:
+        stats.stats = {f: v for f, v in stats.stats.items() if f[2] not in _WAITS}
+        stats.total_tt = sum(v[2] for v in stats.stats.values())
+    return stats
+
+
+_WAITS = (
+    "<method 'acquire' of '_thread.lock' objects>",
+    "<method 'get' of '_queue.SimpleQueue' objects>",
+)
 
 
 def markdown(title: str, stats: pstats.Stats, wall: float, n_top: int = 15) -> str:

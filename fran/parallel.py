@@ -108,6 +108,15 @@ def _one_blas_thread():
     return _blas.limit(limits=1, user_api="blas")
 
 
+def end_lockstep_threads() -> None:
+    """End this thread's lockstep pool: its threads exit, the next lockstep batch starts new ones
+    (a profiler that hooks threads at their start needs that)."""
+    pool = getattr(_lockstep, "pool", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+        _lockstep.pool = None
+
+
 def _forget_threads() -> None:  # a forked child has the pool objects but none of their threads
     global _pool, _lockstep
     _pool, _lockstep = None, threading.local()

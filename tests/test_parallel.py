@@ -315,3 +315,24 @@ def test_each_dropout_piece_draws_from_its_own_key(monkeypatch):
         out = engine.layer_apply(body, model.params[:-1], x[a:b], model.state[:-1], rng, True)[0]
         want += (b - a) / 64 * cross_entropy.fn(out, y[a:b])[0]
     assert value == pytest.approx(want, rel=1e-12)
+
+
+def test_end_lockstep_threads_ends_the_pool_and_the_next_batch_starts_new_threads():
+    x, t = np.arange(4.0), np.arange(4)
+    cuts = [(0, 2), (2, 4)]
+
+    def names(xs, ts, piece, batch, weight):
+        return threading.current_thread().name, float(xs.sum()) * weight
+
+    first = par.lockstep_pieces(names, x, t, cuts, weights=[0.5, 0.5])
+    assert [r[1] for r in first] == [0.5, 2.5]
+    assert all(n.startswith("fran-lockstep") for n, _ in first)
+    alive = {th.name for th in threading.enumerate()}
+    assert {n for n, _ in first} <= alive
+    par.end_lockstep_threads()
+    alive = {th.name for th in threading.enumerate()}
+    assert not ({n for n, _ in first} & alive)  # those threads have exited
+    again = par.lockstep_pieces(names, x, t, cuts, weights=[0.5, 0.5])
+    assert [r[1] for r in again] == [0.5, 2.5]
+    par.end_lockstep_threads()
+    par.end_lockstep_threads()  # nothing to end: no error

@@ -119,6 +119,9 @@ def test_profile_classes_of_typical_functions():
         ("/x/fran/layers/_gemm.py", 50, "matmul_wide"): "products",
         ("/x/fran/layers/_gemm.py", 57, "product"): "products",
         ("/x/fran/layers/_winograd.py", 90, "correlate"): "products",
+        ("/x/fran/kernels/conv.py", 164, "_correlate"): "products",
+        ("/x/fran/kernels/pool.py", 40, "_max_pool_2x2"): "element-wise",
+        ("/x/fran/kernels/epilogue.py", 65, "relu_grad_reference"): "element-wise",
         (conv, 125, "im2col"): "copies",
         (conv, 250, "shifted_sum"): "element-wise",
         ("/x/fran/layers/batchnorm.py", 71, "vjp"): "element-wise",
@@ -129,6 +132,34 @@ def test_profile_classes_of_typical_functions():
     }
     for key, expected in cases.items():
         assert pk.classify(key) == expected, key
+
+
+def _spin_in_a_thread_of_its_own():
+    total = 0
+    for i in range(200_000):
+        total += i
+    return total
+
+
+def test_the_profile_sees_threads_started_inside_and_leaves_out_their_waits():
+    import threading
+
+    import profile_kinds as pk
+
+    def fn():  # as fran's lockstep pieces: the work on threads, the caller waits for them
+        threads = [threading.Thread(target=_spin_in_a_thread_of_its_own) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    stats = pk.profile(fn)
+    spun = [v for f, v in stats.stats.items() if f[2] == "_spin_in_a_thread_of_its_own"]
+    assert len(spun) == 1 and spun[0][1] == 2  # both threads' calls, merged
+    assert spun[0][2] > 0.001
+    assert not any(f[2] in pk._WAITS for f in stats.stats)
+    assert stats.total_tt == pytest.approx(sum(v[2] for v in stats.stats.values()))
+    assert threading.getprofile() is None  # the hook is taken down after fn
 
 
 def test_a_profiled_epoch_is_split_into_the_four_classes(monkeypatch):
